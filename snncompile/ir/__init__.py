@@ -1,0 +1,32 @@
+"""The graph IR: typed immutable ops, a Graph with shapes, a verifier, fixed-point formats."""
+
+from snncompile.ir.fixed_point import IntFormat, MantExpFormat
+from snncompile.ir.graph import Graph, GraphBuilder, chain
+from snncompile.ir.ops import (
+    IF,
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    BiasEncoder,
+    Conv2d,
+    Dense,
+    FixedConv2d,
+    FixedDense,
+    Flatten,
+    Input,
+    Integrator,
+    LoihiNeuron,
+    Op,
+    OpKind,
+    Output,
+    ReLU,
+    Reset,
+)
+from snncompile.ir.verify import Verifier, verify
+
+__all__ = [
+    "IF", "Add", "AvgPool2d", "BatchNorm", "BiasEncoder", "Conv2d", "Dense", "FixedConv2d",
+    "FixedDense", "Flatten", "Graph", "GraphBuilder", "Input", "IntFormat", "Integrator",
+    "LoihiNeuron", "MantExpFormat", "Op", "OpKind", "Output", "ReLU", "Reset", "Verifier",
+    "chain", "verify",
+]

@@ -1,0 +1,486 @@
+"""IR operations: one frozen dataclass per kind, its discrete-time equations in the docstring.
+
+Shapes exclude batch and time (NIR's convention): an image is (C, H, W), a vector (N,).
+Time is discrete; one step is one tick of the chip. Parameters are read-only numpy arrays.
+
+Float ops (what frontends produce) and fixed-point ops (what ``quantize`` produces for Loihi 2)
+share one graph type. In the time-stepped simulation every synaptic op (Dense, Conv2d and their
+fixed twins) whose input comes from a neuron delays its output by one step, as Lava's
+bit-accurate models do; a synaptic op fed by the Input runs on the host and has no delay.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
+
+import numpy as np
+
+from snncompile.ir.fixed_point import IntFormat, MantExpFormat
+
+Shape = tuple[int, ...]
+
+
+class ShapeError(ValueError):
+    """An op cannot accept the shapes it is given; the verifier adds the node name."""
+
+
+def frozen_array(value, dtype=np.float64) -> np.ndarray:
+    """A read-only copy of ``value``."""
+    arr = np.array(value, dtype=dtype, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+def _pair(value) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        a, b = value
+        return int(a), int(b)
+    return int(value), int(value)
+
+
+class Reset(str, enum.Enum):
+    """What a neuron's membrane does after a spike."""
+
+    ZERO = "zero"
+    SUBTRACT = "subtract"
+
+
+class OpKind(str, enum.Enum):
+    INPUT = "Input"
+    OUTPUT = "Output"
+    DENSE = "Dense"
+    CONV2D = "Conv2d"
+    BATCHNORM = "BatchNorm"
+    RELU = "ReLU"
+    AVGPOOL2D = "AvgPool2d"
+    FLATTEN = "Flatten"
+    ADD = "Add"
+    IF = "IF"
+    INTEGRATOR = "Integrator"
+    FIXED_DENSE = "FixedDense"
+    FIXED_CONV2D = "FixedConv2d"
+    BIAS_ENCODER = "BiasEncoder"
+    LOIHI_NEURON = "LoihiNeuron"
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """Base of all ops. ``arity`` is the number of inputs; equality compares every field."""
+
+    kind: ClassVar[OpKind]
+    arity: ClassVar[int] = 1
+    synaptic: ClassVar[bool] = False  # a weighted connection (delays by one step between neurons)
+    neuron: ClassVar[bool] = False  # holds a membrane over time
+    fixed: ClassVar[bool] = False  # integer op of the fixed-point level
+
+    def infer_shape(self, inputs: list[Shape]) -> Shape:
+        (shape,) = inputs
+        return shape
+
+    def check(self) -> list[str]:
+        """Problems with the op's own parameters (empty when valid)."""
+        return []
+
+    def __eq__(self, other) -> bool:
+        if type(self) is not type(other):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or not np.array_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            parts.append(f"{f.name}=<{v.dtype}{list(v.shape)}>" if isinstance(v, np.ndarray) else f"{f.name}={v!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _finite(name: str, arr: np.ndarray | None) -> list[str]:
+    if arr is not None and not np.all(np.isfinite(arr)):
+        return [f"{name} has non-finite values"]
+    return []
+
+
+@dataclass(frozen=True, eq=False)
+class Input(Op):
+    """A graph input of shape ``shape``; its value is constant over the simulated steps."""
+
+    kind = OpKind.INPUT
+    arity = 0
+    shape: Shape = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    def infer_shape(self, inputs):
+        return self.shape
+
+
+@dataclass(frozen=True, eq=False)
+class Output(Op):
+    """A graph output. Fed by a neuron it reads that neuron's membrane v after the last step."""
+
+    kind = OpKind.OUTPUT
+
+
+@dataclass(frozen=True, eq=False)
+class Dense(Op):
+    """y = W x + b, with W of shape (out, in)."""
+
+    kind = OpKind.DENSE
+    synaptic = True
+    weight: np.ndarray = None
+    bias: np.ndarray | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight", frozen_array(self.weight))
+        if self.bias is not None:
+            object.__setattr__(self, "bias", frozen_array(self.bias))
+
+    def infer_shape(self, inputs):
+        (shape,) = inputs
+        if len(shape) != 1 or shape[0] != self.weight.shape[1]:
+            raise ShapeError(f"Dense expects input ({self.weight.shape[1]},), got {shape}")
+        return (self.weight.shape[0],)
+
+    def check(self):
+        problems = _finite("weight", self.weight) + _finite("bias", self.bias)
+        if self.weight.ndim != 2:
+            problems.append(f"weight must be 2-D, got shape {self.weight.shape}")
+        elif self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            problems.append(f"bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        return problems
+
+
+def conv_output_hw(hw, kernel, stride, padding, dilation) -> tuple[int, int]:
+    out = []
+    for size, k, s, p, d in zip(hw, kernel, stride, padding, dilation):
+        out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
+    return tuple(out)
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2d(Op):
+    """y[o] = b[o] + sum_i W[o, i] ⋆ x[i]: torch's cross-correlation, weight (out, in/groups, kH, kW)."""
+
+    kind = OpKind.CONV2D
+    synaptic = True
+    weight: np.ndarray = None
+    bias: np.ndarray | None = None
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight", frozen_array(self.weight))
+        if self.bias is not None:
+            object.__setattr__(self, "bias", frozen_array(self.bias))
+        for name in ("stride", "padding", "dilation"):
+            object.__setattr__(self, name, _pair(getattr(self, name)))
+
+    def infer_shape(self, inputs):
+        (shape,) = inputs
+        out_c, in_c_g = self.weight.shape[:2]
+        if len(shape) != 3 or shape[0] != in_c_g * self.groups:
+            raise ShapeError(f"Conv2d expects ({in_c_g * self.groups}, H, W), got {shape}")
+        h, w = conv_output_hw(shape[1:], self.weight.shape[2:], self.stride, self.padding, self.dilation)
+        if h <= 0 or w <= 0:
+            raise ShapeError(f"Conv2d output would be empty for input {shape}")
+        return (out_c, h, w)
+
+    def check(self):
+        problems = _finite("weight", self.weight) + _finite("bias", self.bias)
+        if self.weight.ndim != 4:
+            problems.append(f"weight must be 4-D, got shape {self.weight.shape}")
+        elif self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            problems.append(f"bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        return problems
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNorm(Op):
+    """y[c] = (x[c] − mean[c]) / sqrt(var[c] + eps) · gamma[c] + beta[c], channel = first axis."""
+
+    kind = OpKind.BATCHNORM
+    mean: np.ndarray = None
+    var: np.ndarray = None
+    gamma: np.ndarray = None
+    beta: np.ndarray = None
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("mean", "var", "gamma", "beta"):
+            object.__setattr__(self, name, frozen_array(getattr(self, name)))
+
+    def infer_shape(self, inputs):
+        (shape,) = inputs
+        if not shape or shape[0] != self.mean.shape[0]:
+            raise ShapeError(f"BatchNorm over {self.mean.shape[0]} channels, got input {shape}")
+        return shape
+
+    def scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        scale = self.gamma / np.sqrt(self.var + self.eps)
+        return scale, self.beta - self.mean * scale
+
+    def check(self):
+        problems = []
+        for name in ("mean", "var", "gamma", "beta"):
+            problems += _finite(name, getattr(self, name))
+        if np.any(self.var < 0):
+            problems.append("var has negative values")
+        return problems
+
+
+@dataclass(frozen=True, eq=False)
+class ReLU(Op):
+    """y = max(x, 0)."""
+
+    kind = OpKind.RELU
+
+
+@dataclass(frozen=True, eq=False)
+class AvgPool2d(Op):
+    """y[c, i, j] = mean over the kernel window (zero padding counted, torch's default)."""
+
+    kind = OpKind.AVGPOOL2D
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self):
+        for name in ("kernel", "stride", "padding"):
+            object.__setattr__(self, name, _pair(getattr(self, name)))
+
+    def infer_shape(self, inputs):
+        (shape,) = inputs
+        if len(shape) != 3:
+            raise ShapeError(f"AvgPool2d expects (C, H, W), got {shape}")
+        h, w = conv_output_hw(shape[1:], self.kernel, self.stride, self.padding, (1, 1))
+        if h <= 0 or w <= 0:
+            raise ShapeError(f"AvgPool2d output would be empty for input {shape}")
+        return (shape[0], h, w)
+
+
+@dataclass(frozen=True, eq=False)
+class Flatten(Op):
+    """y = x reshaped to one dimension, C-order (torch.flatten(x, 1) with the batch kept)."""
+
+    kind = OpKind.FLATTEN
+
+    def infer_shape(self, inputs):
+        (shape,) = inputs
+        return (math.prod(shape),)
+
+
+@dataclass(frozen=True, eq=False)
+class Add(Op):
+    """y = x0 + x1 (residual add); both inputs have the same shape."""
+
+    kind = OpKind.ADD
+    arity = 2
+
+    def infer_shape(self, inputs):
+        a, b = inputs
+        if a != b:
+            raise ShapeError(f"Add needs equal shapes, got {a} and {b}")
+        return a
+
+
+@dataclass(frozen=True, eq=False)
+class IF(Op):
+    """Integrate-and-fire neuron, float.
+
+    v[t] = v[t−1] + x[t];  s[t] = v[t] > threshold;  then reset:
+    zero: v[t] = 0 where s[t];  subtract: v[t] −= threshold where s[t].  Output s[t] ∈ {0, 1}.
+    v[0] = v_init. ``threshold`` and ``v_init`` broadcast to the neuron shape.
+    """
+
+    kind = OpKind.IF
+    neuron = True
+    threshold: np.ndarray = None
+    reset: Reset = Reset.SUBTRACT
+    v_init: np.ndarray = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "threshold", frozen_array(self.threshold))
+        object.__setattr__(self, "v_init", frozen_array(0.0 if self.v_init is None else self.v_init))
+        object.__setattr__(self, "reset", Reset(self.reset))
+
+    def check(self):
+        problems = _finite("threshold", self.threshold) + _finite("v_init", self.v_init)
+        if np.any(self.threshold <= 0):
+            problems.append("threshold must be positive")
+        return problems
+
+
+@dataclass(frozen=True, eq=False)
+class Integrator(Op):
+    """Non-spiking readout: v[t] = v[t−1] + x[t], v[0] = v_init. Its output is v (NIR's I node)."""
+
+    kind = OpKind.INTEGRATOR
+    neuron = True
+    v_init: np.ndarray = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "v_init", frozen_array(0.0 if self.v_init is None else self.v_init))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed-point ops: integers as the chip holds them (see shared DESIGN §2).
+
+
+def _int_array(value) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.size and not np.all(arr == np.round(arr)):
+        raise ValueError("fixed-point parameters must hold integers")
+    return frozen_array(arr, dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class FixedDense(Op):
+    """a = (W · s) << weight_exp (>> when negative); integer W of shape (out, in), spikes s ∈ {0, 1}.
+
+    Between neurons it sends at step t what it accumulated at step t−1 (Lava's Dense).
+    """
+
+    kind = OpKind.FIXED_DENSE
+    synaptic = True
+    fixed = True
+    weight: np.ndarray = None
+    weight_format: IntFormat = None
+    weight_exp: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight", _int_array(self.weight))
+
+    def infer_shape(self, inputs):
+        return Dense.infer_shape(self, inputs)
+
+    def check(self):
+        if not self.weight_format.contains(self.weight):
+            return [f"weights outside {self.weight_format}"]
+        return []
+
+
+@dataclass(frozen=True, eq=False)
+class FixedConv2d(Op):
+    """a = wrap(W ⋆ s) with torch's cross-correlation layout (out, in/groups, kH, kW), integer W.
+
+    ``output_format`` is the wrap-around width of the result (Lava's conv: signed 24 bits).
+    One step of delay, like FixedDense.
+    """
+
+    kind = OpKind.FIXED_CONV2D
+    synaptic = True
+    fixed = True
+    weight: np.ndarray = None
+    weight_format: IntFormat = None
+    output_format: IntFormat = None
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight", _int_array(self.weight))
+        for name in ("stride", "padding", "dilation"):
+            object.__setattr__(self, name, _pair(getattr(self, name)))
+
+    @property
+    def bias(self):
+        return None
+
+    def infer_shape(self, inputs):
+        return Conv2d.infer_shape(self, inputs)
+
+    def check(self):
+        if not self.weight_format.contains(self.weight):
+            return [f"weights outside {self.weight_format}"]
+        return []
+
+
+@dataclass(frozen=True, eq=False)
+class BiasEncoder(Op):
+    """Host-side input encoding: the float x it receives (once per sample, e.g. W·x + b of the
+    first layer computed on the host) becomes a per-neuron bias of the neurons it feeds:
+    ``mant << exp ≈ x · scale`` in the format ``bias_format``; constant every step.
+    """
+
+    kind = OpKind.BIAS_ENCODER
+    scale: float = 1.0
+    bias_format: MantExpFormat = None
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(mant, exp, saturated count) for a float64 array x; the one place input is rounded."""
+        return self.bias_format.encode(np.asarray(x, dtype=np.float64) * self.scale)
+
+
+@dataclass(frozen=True, eq=False)
+class LoihiNeuron(Op):
+    """Loihi 2 CUBA LIF neuron in integers (Lava's PyLifModelBitAcc), with a reset mode.
+
+    u[t] = sign(u·(4096 − (du+1)))·(|u·(4096 − (du+1))| >> 12) + (a_in << 6), wrapped to 24 bits
+    v[t] = sign(v·(4096 − dv))·(|v·(4096 − dv)| >> 12) + u[t] + (bias_mant << bias_exp),
+           clipped to ±(2**23 − 1)    (plus the BiasEncoder's bias when one feeds the neuron)
+    s[t] = v[t] > vth << 6;   zero: v = 0 where s;   subtract: v −= vth << 6 where s.
+    du = 4095, dv = 0 is an IF neuron. A readout neuron has vth at its maximum and is read at the
+    end. ``v_scale`` says how many integer units of v make one unit of the float model's v.
+    Arrays have the full neuron shape.
+    """
+
+    kind = OpKind.LOIHI_NEURON
+    arity = -1  # any number of synaptic inputs (membrane-add) and at most one BiasEncoder
+    neuron = True
+    fixed = True
+    vth: np.ndarray = None
+    bias_mant: np.ndarray = None
+    bias_exp: np.ndarray = None
+    du: int = 4095
+    dv: int = 0
+    reset: Reset = Reset.SUBTRACT
+    v_init: np.ndarray = None
+    readout: bool = False
+    v_scale: float = 1.0
+    vth_format: IntFormat = None
+    bias_format: MantExpFormat = None
+    decay_format: IntFormat = None
+
+    def __post_init__(self):
+        for name in ("vth", "bias_mant", "bias_exp"):
+            object.__setattr__(self, name, _int_array(getattr(self, name)))
+        v_init = np.zeros(self.vth.shape) if self.v_init is None else self.v_init
+        object.__setattr__(self, "v_init", _int_array(v_init))
+        object.__setattr__(self, "reset", Reset(self.reset))
+
+    def infer_shape(self, inputs):
+        shapes = set(inputs)
+        if len(shapes) != 1:
+            raise ShapeError(f"LoihiNeuron inputs disagree in shape: {sorted(shapes)}")
+        (shape,) = shapes
+        for name in ("vth", "bias_mant", "bias_exp", "v_init"):
+            if getattr(self, name).shape != shape:
+                raise ShapeError(f"{name} has shape {getattr(self, name).shape}, neuron shape is {shape}")
+        return shape
+
+    def check(self):
+        problems = []
+        if not self.vth_format.contains(self.vth):
+            problems.append(f"vth outside {self.vth_format}")
+        if not self.bias_format.contains(self.bias_mant, self.bias_exp):
+            problems.append(f"bias outside {self.bias_format}")
+        for name in ("du", "dv"):
+            if not self.decay_format.contains(np.array(getattr(self, name))):
+                problems.append(f"{name}={getattr(self, name)} outside {self.decay_format}")
+        return problems

@@ -1,0 +1,120 @@
+"""Float evaluation of the graph's non-spiking ops (the ANN, and the host-side input encoding).
+
+One function per op kind in a table; everything in float64 torch tensors of shape (N, *shape).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncompile.errors import SnnCompileError
+from snncompile.ir.graph import Graph
+from snncompile.ir.ops import (
+    Add,
+    AvgPool2d,
+    BatchNorm,
+    BiasEncoder,
+    Conv2d,
+    Dense,
+    Flatten,
+    Input,
+    Op,
+    Output,
+    ReLU,
+)
+
+
+def _t(arr: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if arr is None else torch.as_tensor(np.asarray(arr), dtype=like.dtype, device=like.device)
+
+
+def _dense(op: Dense, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, _t(op.weight, x), _t(op.bias, x))
+
+
+def _conv(op: Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, _t(op.weight, x), _t(op.bias, x), op.stride, op.padding, op.dilation, op.groups)
+
+
+def _batchnorm(op: BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    scale, shift = op.scale_shift()
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    return x * _t(scale, x).view(view) + _t(shift, x).view(view)
+
+
+def _avgpool(op: AvgPool2d, x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True)
+
+
+UNARY: dict[type, Callable[[Op, torch.Tensor], torch.Tensor]] = {
+    Dense: _dense,
+    Conv2d: _conv,
+    BatchNorm: _batchnorm,
+    ReLU: lambda op, x: torch.relu(x),
+    AvgPool2d: _avgpool,
+    Flatten: lambda op, x: x.reshape(x.shape[0], -1),
+    Output: lambda op, x: x,
+}
+
+
+def evaluate(graph: Graph, x, *, dtype=torch.float64, device="cpu", upto: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """Values of every float op for a batch ``x`` (N, *input shape); one Input only.
+
+    With ``upto``, only the ancestors of those nodes are evaluated (and the nodes themselves).
+    Spiking ops cannot be evaluated here; use the time-stepped simulator.
+    """
+    (inp,) = graph.input_names()
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(device=device, dtype=dtype)
+    wanted = None
+    if upto is not None:
+        import networkx as nx
+
+        wanted = set(upto)
+        for n in upto:
+            wanted |= nx.ancestors(graph.nx, n)
+    values: dict[str, torch.Tensor] = {}
+    for name, op in graph.nodes():
+        if wanted is not None and name not in wanted:
+            continue
+        if isinstance(op, Input):
+            values[name] = x
+            continue
+        args = [values[i] for i in graph.inputs(name)]
+        if isinstance(op, Add):
+            values[name] = args[0] + args[1]
+        elif type(op) in UNARY:
+            values[name] = UNARY[type(op)](op, args[0])
+        else:
+            raise SnnCompileError(f"node '{name}': {op.kind.value} has no float (ANN) evaluation")
+    return values
+
+
+def forward(graph: Graph, x, **kw) -> torch.Tensor:
+    """The (single) output of a float graph for batch ``x``."""
+    (out,) = graph.output_names()
+    return evaluate(graph, x, upto={out}, **kw)[out]
+
+
+def encode_inputs(graph: Graph, x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Host side of a fixed-point graph: per BiasEncoder, (mant, exp, saturations) per sample.
+
+    Computed one sample at a time in float64 on the CPU so that the result cannot depend on the
+    batch size; Lava and the reference simulator both take their input from here.
+    """
+    encoders = graph.find(BiasEncoder)
+    sources = {e: graph.inputs(e)[0] for e in encoders}
+    mants = {e: [] for e in encoders}
+    exps = {e: [] for e in encoders}
+    sats = {e: 0 for e in encoders}
+    for sample in np.asarray(x, dtype=np.float64):
+        values = evaluate(graph, sample[None], upto=set(sources.values()))
+        for enc, src in sources.items():
+            m, e, s = graph.op(enc).encode(values[src][0].numpy())
+            mants[enc].append(m)
+            exps[enc].append(e)
+            sats[enc] += s
+    return {e: (np.stack(mants[e]), np.stack(exps[e]), sats[e]) for e in encoders}

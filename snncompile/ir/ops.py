@@ -136,7 +136,7 @@ class Output(Op):
 
 @dataclass(frozen=True, eq=False)
 class Dense(Op):
-    """y = W x + b, with W of shape (out, in)."""
+    """y = W x + b, with W of shape (out, in); x of any shape is read in C-order (flattened)."""
 
     kind = OpKind.DENSE
     synaptic = True
@@ -149,9 +149,10 @@ class Dense(Op):
             object.__setattr__(self, "bias", frozen_array(self.bias))
 
     def infer_shape(self, inputs):
+        # A multi-dimensional input is read in C-order flattening (a Flatten folded in).
         (shape,) = inputs
-        if len(shape) != 1 or shape[0] != self.weight.shape[1]:
-            raise ShapeError(f"Dense expects input ({self.weight.shape[1]},), got {shape}")
+        if math.prod(shape) != self.weight.shape[1]:
+            raise ShapeError(f"{self.kind.value} expects {self.weight.shape[1]} inputs, got shape {shape}")
         return (self.weight.shape[0],)
 
     def check(self):

@@ -29,11 +29,11 @@ from snncompile.ir.ops import (
 
 
 def _t(arr: np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
-    return None if arr is None else torch.as_tensor(np.asarray(arr), dtype=like.dtype, device=like.device)
+    return None if arr is None else torch.tensor(np.asarray(arr), dtype=like.dtype, device=like.device)
 
 
 def _dense(op: Dense, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, _t(op.weight, x), _t(op.bias, x))
+    return F.linear(x.reshape(x.shape[0], -1), _t(op.weight, x), _t(op.bias, x))
 
 
 def _conv(op: Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""ANN-to-SNN conversion: every ReLU becomes an IF neuron (reset by subtraction) with a balanced
+threshold, and the last layer becomes a non-spiking integrator whose membrane is read out.
+
+Threshold balancing (data-based, Rueckauer et al. 2017; the calibration paper's baseline): for a
+ReLU whose activation over the calibration batch has maximum λ (or a percentile of it), the IF
+neuron gets threshold λ and emits unit spikes, so its rate r ≈ a / λ for activation a ∈ [0, λ].
+Every synaptic op downstream (through AvgPool2d / Flatten, which commute with scaling) has its
+weights multiplied by λ, so it sees λ·r ≈ a: the float SNN approximates the ANN layer by layer.
+The first layer takes the analog input as a constant current every step (no spike encoding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from snncompile.errors import Problem, UnsupportedModelError
+from snncompile.ir.graph import Graph
+from snncompile.ir.ops import IF, AvgPool2d, Conv2d, Dense, Flatten, Integrator, Output, ReLU, Reset
+from snncompile.sim.ann import evaluate
+
+PASS_THROUGH = (AvgPool2d, Flatten)
+
+
+def activation_scale(values: np.ndarray, percentile: float) -> float:
+    """λ for one layer: the max (percentile 100) or a high percentile of the activations."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    lam = float(flat.max() if percentile >= 100 else np.percentile(flat, percentile))
+    return lam if lam > 0 else 1.0  # a silent layer: any positive threshold keeps it silent
+
+
+@dataclass(frozen=True, eq=False)
+class ConvertReLU:
+    """Replace ReLU with IF (threshold balanced on ``data``) and add the readout Integrator."""
+
+    data: np.ndarray
+    percentile: float = 100.0
+    reset: Reset = Reset.SUBTRACT
+    name: str = "convert_relu"
+
+    def __call__(self, graph: Graph) -> Graph:
+        relus = graph.find(ReLU)
+        acts = evaluate(graph, self.data, upto=set(relus))
+        builder = graph.edit()
+        problems = []
+        scales: dict[str, float] = {}
+        for relu in relus:
+            lam = activation_scale(acts[relu].numpy(), self.percentile)
+            scales[relu] = lam
+            builder.replace(relu, IF(threshold=np.full(graph.shape(relu), lam), reset=self.reset))
+            for synapse in self._downstream_synapses(graph, relu, problems):
+                op = builder.op(synapse)
+                builder.replace(synapse, dataclasses.replace(op, weight=op.weight * lam))
+        for out in graph.find(Output):
+            (src,) = graph.inputs(out)
+            if not isinstance(graph.op(src), (Dense, Conv2d)):
+                problems.append(Problem(out, "Output", f"reads a {graph.op(src).kind.value}; the "
+                                        "last layer must be Linear or Conv2d (no final ReLU)"))
+                continue
+            readout = builder.unique_name(f"{src}_readout")
+            builder.add(readout, Integrator(), [src])
+            builder.set_inputs(out, [readout])
+        if problems:
+            raise UnsupportedModelError("conversion", problems)
+        builder.metadata = {**builder.metadata, "thresholds": scales}
+        return builder.build()
+
+    @staticmethod
+    def _downstream_synapses(graph: Graph, relu: str, problems: list) -> list[str]:
+        found, stack = [], list(graph.users(relu))
+        while stack:
+            node = stack.pop()
+            op = graph.op(node)
+            if isinstance(op, (Dense, Conv2d)):
+                found.append(node)
+            elif isinstance(op, PASS_THROUGH):
+                stack.extend(graph.users(node))
+            else:
+                problems.append(Problem(node, op.kind.value, f"follows ReLU '{relu}'; only pooling, "
+                                        "Flatten, Linear and Conv2d may follow a converted ReLU"))
+        return found

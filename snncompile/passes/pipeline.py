@@ -1,0 +1,49 @@
+"""Named pipelines (plain tuples of passes) and the runner that verifies after every pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from snncompile.errors import GraphError, PassError, SnnCompileError
+from snncompile.ir.graph import Graph
+from snncompile.ir.verify import Verifier
+from snncompile.passes.convert import ConvertReLU
+from snncompile.passes.fold_batchnorm import fold_batchnorm
+from snncompile.passes.fuse_linear import fuse_linear
+from snncompile.passes.quantize import Quantize
+from snncompile.targets.loihi2 import LOIHI2
+
+Pass = Callable[[Graph], Graph]
+
+
+def pass_name(p: Pass) -> str:
+    return getattr(p, "name", None) or getattr(p, "__name__", type(p).__name__)
+
+
+def run(graph: Graph, passes: Sequence[Pass], verifier: Verifier | None = None) -> Graph:
+    """Apply ``passes`` in order, verifying after each; a failure names the pass and those before."""
+    verifier = verifier or Verifier()
+    done: list[str] = []
+    for p in passes:
+        name = pass_name(p)
+        try:
+            graph = p(graph)
+            verifier.check(graph)
+        except GraphError as exc:
+            raise PassError(f"pass '{name}' (after {done or 'none'}) produced an invalid graph: {exc}") from None
+        except SnnCompileError:
+            raise
+        done.append(name)
+    return graph
+
+
+def convert(data: np.ndarray, percentile: float = 100.0) -> tuple[Pass, ...]:
+    """Float ANN -> float SNN."""
+    return (fold_batchnorm, ConvertReLU(data=data, percentile=percentile), fuse_linear)
+
+
+def loihi2(data: np.ndarray, steps: int, percentile: float = 100.0) -> tuple[Pass, ...]:
+    """Float ANN -> Loihi 2 fixed point."""
+    return convert(data, percentile) + (Quantize(data=data, steps=steps, target=LOIHI2),)

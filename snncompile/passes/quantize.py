@@ -1,0 +1,158 @@
+"""Quantize a converted SNN to Loihi 2 fixed point (shared DESIGN §2).
+
+Per neuron layer with float threshold θ, bias b (summed over its synaptic inputs) and input
+weights W, one scale s (integer units per float unit of synaptic input) sets every integer:
+
+    w = round(W·s)  (weight format)      vth = round(θ·s)        bias = round(b·s·64) as mant<<exp
+    v_int = v_float·s·64                 (a_in enters u shifted by 6, v is compared with vth<<6)
+
+s is the largest value for which nothing overflows: max|w| within the weight format, vth within
+17 bits, the bias within its mantissa/exponent. A layer fed by the graph input (host-side W·x + b)
+gets a BiasEncoder instead, sized so that ``headroom`` × the largest input current seen in the
+calibration data fits the bias format. The readout (an integrator, vth at its maximum, never
+meant to fire) is sized so that T steps of the largest possible input cannot saturate v:
+|v| ≤ T·(Σ|w| + |bias|)·64 for the worst row. Saturations (clipped weights or biases) are
+counted per layer in ``graph.metadata["quantization"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from snncompile.errors import Problem, UnsupportedModelError
+from snncompile.ir.graph import Graph
+from snncompile.ir.ops import (
+    IF,
+    BiasEncoder,
+    Conv2d,
+    Dense,
+    FixedConv2d,
+    FixedDense,
+    Input,
+    Integrator,
+    LoihiNeuron,
+    Reset,
+)
+from snncompile.sim.ann import evaluate
+from snncompile.targets.loihi2 import LOIHI2, Loihi2
+
+
+def _host_fed(graph: Graph, synapse: str) -> bool:
+    """True when the synaptic op's value is computed from the graph input (on the host)."""
+    import networkx as nx
+
+    return not any(graph.op(a).neuron for a in nx.ancestors(graph.nx, synapse)) and any(
+        isinstance(graph.op(a), Input) for a in nx.ancestors(graph.nx, synapse)
+    )
+
+
+def _row_l1(op: Dense | Conv2d) -> float:
+    """Largest sum of |w| into one neuron (spikes are 0/1, so the largest input per step)."""
+    w = np.abs(op.weight)
+    return float(w.reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Quantize:
+    """Fixed-point lowering for ``target``; ``data`` (calibration inputs) sizes the host input."""
+
+    data: np.ndarray
+    steps: int
+    target: Loihi2 = LOIHI2
+    headroom: float = 2.0
+    name: str = "quantize"
+
+    def __call__(self, graph: Graph) -> Graph:
+        t = self.target
+        builder = graph.edit()
+        problems: list[Problem] = []
+        report: dict[str, dict] = {}
+        host_sources = [
+            s for n in graph.find((IF, Integrator)) for s in graph.inputs(n) if _host_fed(graph, s)
+        ]
+        host_values = evaluate(graph, self.data, upto=set(host_sources)) if host_sources else {}
+        for name in graph.find((IF, Integrator)):
+            op = graph.op(name)
+            sources = graph.inputs(name)
+            host = [s for s in sources if s in host_values]
+            spiking = [s for s in sources if s not in host_values]
+            bad = [s for s in spiking if not isinstance(graph.op(s), (Dense, Conv2d))
+                   or not all(graph.op(p).neuron for p in graph.inputs(s))]
+            if bad or len(host) > 1 or (host and spiking):
+                why = bad[0] if bad else name
+                problems.append(Problem(why, graph.op(why).kind.value,
+                                        "a neuron must be fed by Linear/Conv2d ops reading spikes, "
+                                        "or by one host-side input layer"))
+                continue
+            readout = isinstance(op, Integrator)
+            theta = None if readout else float(np.max(op.threshold))
+            limits = []  # upper bounds on the scale s
+            if theta is not None:
+                limits.append(t.vth.max / theta)
+            if host:
+                peak = float(host_values[host[0]].abs().max()) or 1.0
+                limits.append(t.bias.max_value / (64 * self.headroom * peak))
+                if readout:
+                    limits.append(t.v_max / (64 * self.headroom * peak * self.steps))
+            else:
+                wmax = max(float(np.abs(graph.op(s).weight).max()) for s in spiking) or 1.0
+                limits.append(t.weight.max / wmax)
+                bias = sum(self._bias(graph, s) for s in spiking)
+                bmax = float(np.abs(bias).max()) if np.size(bias) else 0.0
+                if bmax > 0:
+                    limits.append(t.bias.max_value / (64 * bmax))
+                if readout:
+                    per_step = sum(_row_l1(graph.op(s)) for s in spiking) + bmax
+                    limits.append(t.v_max / (64 * per_step * self.steps) if per_step else np.inf)
+            scale = float(min(limits))
+            shape = graph.shape(name)
+            info = {"scale": scale, "weight_saturated": 0, "bias_saturated": 0}
+            zeros = np.zeros(shape, dtype=np.int64)
+            bias_mant, bias_exp = zeros, zeros
+            if host:
+                enc = builder.unique_name(f"{name}_input")
+                builder.add(enc, BiasEncoder(scale=scale * 64, bias_format=t.bias), host)
+                builder.set_inputs(name, [enc])
+            else:
+                for s in spiking:
+                    w, sat = t.weight.quantize(graph.op(s).weight * scale)
+                    info["weight_saturated"] += sat
+                    builder.replace(s, self._fixed_synapse(graph.op(s), w))
+                bias = np.broadcast_to(sum(self._bias(graph, s) for s in spiking), shape)
+                bias_mant, bias_exp, sat = t.bias.encode(bias * scale * 64)
+                info["bias_saturated"] = sat
+            vth = t.vth.max if readout else int(np.clip(round(theta * scale), 1, t.vth.max))
+            v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * scale * 64)
+            info["vth"] = vth
+            report[name] = info
+            builder.replace(name, LoihiNeuron(
+                vth=np.full(shape, vth), bias_mant=bias_mant, bias_exp=bias_exp,
+                du=t.decay.max, dv=0,
+                reset=Reset.ZERO if readout else op.reset, v_init=v_init, readout=readout,
+                v_scale=scale * 64, vth_format=t.vth, bias_format=t.bias, decay_format=t.decay,
+            ))
+        if problems:
+            raise UnsupportedModelError("quantize", problems)
+        builder.metadata = {**builder.metadata, "quantization": report, "steps": self.steps,
+                            "target": t.name}
+        return builder.build()
+
+    @staticmethod
+    def _bias(graph: Graph, synapse: str) -> np.ndarray:
+        """The synaptic op's bias broadcast over its output (per channel for Conv2d)."""
+        op = graph.op(synapse)
+        shape = graph.shape(synapse)
+        if op.bias is None:
+            return np.zeros(shape)
+        b = op.bias.reshape((-1,) + (1,) * (len(shape) - 1))
+        return np.broadcast_to(b, shape)
+
+    def _fixed_synapse(self, op: Dense | Conv2d, weight: np.ndarray):
+        if isinstance(op, Dense):
+            return FixedDense(weight=weight, weight_format=self.target.weight)
+        return FixedConv2d(
+            weight=weight, weight_format=self.target.weight, output_format=self.target.conv_out,
+            stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups,
+        )

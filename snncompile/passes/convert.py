@@ -42,7 +42,8 @@ class ConvertReLU:
 
     def __call__(self, graph: Graph) -> Graph:
         relus = graph.find(ReLU)
-        acts = evaluate(graph, self.data, upto=set(relus))
+        last = {graph.inputs(out)[0] for out in graph.find(Output)}
+        acts = evaluate(graph, self.data, upto=set(relus) | last)
         builder = graph.edit()
         problems = []
         scales: dict[str, float] = {}
@@ -64,7 +65,9 @@ class ConvertReLU:
             builder.set_inputs(out, [readout])
         if problems:
             raise UnsupportedModelError("conversion", problems)
-        builder.metadata = {**builder.metadata, "thresholds": scales}
+        # the readout's input range on the data sizes its fixed-point scale (passes.quantize)
+        peaks = {src: float(acts[src].abs().max()) for src in last}
+        builder.metadata = {**builder.metadata, "thresholds": scales, "readout_input_peaks": peaks}
         return builder.build()
 
     @staticmethod

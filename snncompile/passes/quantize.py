@@ -10,8 +10,9 @@ s is the largest value for which nothing overflows: max|w| within the weight for
 17 bits, the bias within its mantissa/exponent. A layer fed by the graph input (host-side W·x + b)
 gets a BiasEncoder instead, sized so that ``headroom`` × the largest input current seen in the
 calibration data fits the bias format. The readout (an integrator, vth at its maximum, never
-meant to fire) is sized so that T steps of the largest possible input cannot saturate v:
-|v| ≤ T·(Σ|w| + |bias|)·64 for the worst row. Saturations (clipped weights or biases) are
+meant to fire) is sized so that T steps of ``headroom`` × the ANN's largest output on the
+calibration data fit v (or, without that record, the hard bound T·(Σ|w| + |bias|)·64 of every
+input spiking at once); saturation beyond that is counted by the simulator. Saturations (clipped weights or biases) are
 counted per layer in ``graph.metadata["quantization"]``.
 """
 
@@ -104,8 +105,8 @@ class Quantize:
                 if bmax > 0:
                     limits.append(t.bias.max_value / (64 * bmax))
                 if readout:
-                    per_step = sum(_row_l1(graph.op(s)) for s in spiking) + bmax
-                    limits.append(t.v_max / (64 * per_step * self.steps) if per_step else np.inf)
+                    peak = self._readout_peak(graph, spiking, bmax)
+                    limits.append(t.v_max / (64 * peak * self.steps) if peak else np.inf)
             scale = float(min(limits))
             shape = graph.shape(name)
             info = {"scale": scale, "weight_saturated": 0, "bias_saturated": 0}
@@ -138,6 +139,17 @@ class Quantize:
         builder.metadata = {**builder.metadata, "quantization": report, "steps": self.steps,
                             "target": t.name}
         return builder.build()
+
+    def _readout_peak(self, graph: Graph, spiking: list[str], bmax: float) -> float:
+        """Largest input per step the readout must hold for ``steps`` steps without saturating.
+
+        From the data when conversion recorded the ANN's range (× headroom), else the hard bound
+        of every input neuron spiking at once.
+        """
+        peaks = graph.metadata.get("readout_input_peaks", {})
+        if all(s in peaks for s in spiking):
+            return self.headroom * sum(peaks[s] for s in spiking)
+        return sum(_row_l1(graph.op(s)) for s in spiking) + bmax
 
     @staticmethod
     def _bias(graph: Graph, synapse: str) -> np.ndarray:

@@ -40,7 +40,8 @@ def decay(x: torch.Tensor, keep: int) -> torch.Tensor:
 class LayerStats:
     """Overflow accounting per neuron layer, summed over samples and steps."""
 
-    v_clipped: int = 0  # v hit ±(2**23 − 1)
+    v_clipped: int = 0  # v clipped at +(2**23 − 1)
+    v_clipped_low: int = 0  # v clipped at −(2**23 − 1): a silent neuron driven far below zero
     u_wrapped: int = 0  # u wrapped around 24 bits
     a_in_overflow: int = 0  # synaptic input beyond the declared 16 bits (Lava does not wrap it)
     conv_wrapped: int = 0  # a conv output wrapped at 24 bits (summed over the conv feeding it)
@@ -51,7 +52,7 @@ class LayerStats:
     @property
     def saturations(self) -> int:
         return (
-            self.v_clipped + self.u_wrapped + self.a_in_overflow + self.conv_wrapped
+            self.v_clipped + self.v_clipped_low + self.u_wrapped + self.a_in_overflow + self.conv_wrapped
             + self.bias_saturated + self.readout_spikes
         )
 
@@ -92,7 +93,8 @@ class _Neuron:
         self.u = wrapped
         volt = decay(self.v, self.keep_v) + self.u + self.bias
         self.v = volt.clamp(-self.v_max, self.v_max)
-        stats.v_clipped += int((self.v != volt).sum())
+        stats.v_clipped += int((volt > self.v_max).sum())
+        stats.v_clipped_low += int((volt < -self.v_max).sum())
         spikes = self.v > self.vth
         n_spikes = int(spikes.sum())
         if self.op.readout:

@@ -1,0 +1,151 @@
+"""Read a torch.export.save file without running pickled code: check the archive, then load it.
+
+``torch.export.load`` (torch 2.13, ``torch/export/pt2_archive/_package.py`` and
+``torch/_export/serde/serialize.py``) is not safe on an untrusted file. It calls
+``torch.load(..., weights_only=False)`` on every weight or constant whose config entry says
+``use_pickle``, ``pickle.loads`` on "opaque" constants, the TorchScript unpickler on custom
+objects, and loads compiled AOTInductor libraries found under ``data/aotinductor/``. Its sample
+inputs and the 2.7-era legacy layout go through ``torch.load(weights_only=True)`` but fall back
+to ``weights_only=False`` when that fails.
+
+So the file is read once into memory and its bytes are checked first: only the entries of a
+plain exported program are allowed (JSON, raw tensor bytes, and sample inputs that load with
+``weights_only=True``); torch.export.load then reads those same bytes, so the file cannot change
+between the check and the load.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from snncompile.errors import ModelLoadError
+
+SAVE_HINT = "save it with torch.export.save(torch.export.export(model.eval(), (example,)), path)"
+
+# Entries of a plain exported program, relative to the archive's top folder.
+_ALLOWED = [
+    re.compile(pattern)
+    for pattern in (
+        r"archive_format",
+        r"archive_version",
+        r"byteorder",
+        r"\.data/version",
+        r"\.data/serialization_id",
+        r"models/[\w.-]+\.json",
+        r"data/weights/[\w.-]+_weights_config\.json",
+        r"data/weights/weight_\d+",
+        r"data/constants/[\w.-]+_constants_config\.json",
+        r"data/constants/tensor_\d+",
+        r"data/sample_inputs/[\w.-]+\.pt",
+        r"extra/[^/]+",
+    )
+]
+
+_PAYLOAD_NAMES = {
+    "data/weights/": re.compile(r"weight_\d+"),
+    "data/constants/": re.compile(r"tensor_\d+"),
+}
+
+
+def read_exported_program(path: str | Path) -> torch.export.ExportedProgram:
+    """The ExportedProgram in ``path``; ModelLoadError when it is missing, foreign or unsafe."""
+    path = Path(path)
+    if not path.is_file():
+        hint = "pass a file written by torch.export.save"
+        raise ModelLoadError(f"{path}: model file not found; {hint}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read the file ({exc.strerror})") from None
+    refusal = check_archive(data)
+    if refusal:
+        raise ModelLoadError(f"{path}: {refusal}; {SAVE_HINT}")
+    try:
+        program = torch.export.load(io.BytesIO(data))
+    except Exception as exc:  # torch raises many types for a damaged archive
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise ModelLoadError(f"{path}: torch.export.load failed ({reason}); {SAVE_HINT}") from exc
+    if not isinstance(program, torch.export.ExportedProgram):
+        raise ModelLoadError(f"{path}: does not hold an exported program; {SAVE_HINT}")
+    return program
+
+
+def check_archive(data: bytes) -> str | None:
+    """Why ``data`` is not a plain torch.export archive, or None when it is one."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return "not a torch.export archive (not a zip file)"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return _check_entries(archive)
+    except Exception as exc:  # zipfile and zlib raise many types for damaged data
+        return f"damaged archive ({type(exc).__name__}: {_first_line(exc)})"
+
+
+def _check_entries(archive: zipfile.ZipFile) -> str | None:
+    names = [n for n in archive.namelist() if not n.endswith("/")]
+    if len(set(names)) != len(names):
+        # two entries of one name could be read differently here and by torch's zip reader
+        return "the archive holds duplicate entries"
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) != 1 or any("/" not in n for n in names):
+        return "not a torch.export archive (no single top folder)"
+    (top,) = tops
+    entries = {n.split("/", 1)[1]: n for n in names}
+    if "data.pkl" in entries:
+        return "a torch.save file (a pickled module or state_dict), not a torch.export program"
+    if "archive_format" not in entries or archive.read(entries["archive_format"]) != b"pt2":
+        return "not a torch.export archive (no archive_format 'pt2')"
+    if "models/model.json" not in entries:
+        return "the archive holds no exported program named 'model'"
+    foreign = [e for e in sorted(entries) if not any(p.fullmatch(e) for p in _ALLOWED)]
+    if foreign:
+        return f"the archive holds entries snncompile does not load: {', '.join(foreign[:3])}"
+    for entry, name in entries.items():
+        if entry.endswith("_config.json"):
+            problem = _check_payload_config(entry, archive.read(name))
+        elif entry.startswith("data/sample_inputs/"):
+            problem = _check_sample_inputs(entry, archive.read(name))
+        else:
+            continue
+        if problem:
+            return problem
+    return None
+
+
+def _check_payload_config(entry: str, raw: bytes) -> str | None:
+    """Every weight and constant must be a raw tensor, never a pickle."""
+    try:
+        config = json.loads(raw)["config"]
+        items = list(config.items())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"{entry} is not a valid payload config"
+    folder = entry.rsplit("/", 1)[0] + "/"
+    pattern = _PAYLOAD_NAMES[folder]
+    for fqn, meta in items:
+        if not isinstance(meta, dict):
+            return f"{entry} is not a valid payload config"
+        if meta.get("use_pickle") or not pattern.fullmatch(str(meta.get("path_name"))):
+            return f"'{fqn}' is a pickled object, not a plain tensor"
+    return None
+
+
+def _check_sample_inputs(entry: str, raw: bytes) -> str | None:
+    """torch.export.load retries a failing weights-only load unsafely; fail here instead."""
+    if not raw:
+        return None
+    try:
+        torch.load(io.BytesIO(raw), weights_only=True)
+    except Exception:  # any failure means torch would fall back to a full unpickle
+        return f"{entry} holds objects other than plain tensors"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"

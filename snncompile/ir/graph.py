@@ -129,6 +129,9 @@ class GraphBuilder:
         for src in inputs:
             if src not in self._g:
                 raise GraphError(name, f"input '{src}' does not exist")
+        if len(set(inputs)) != len(inputs):
+            # one edge per pair of nodes (DiGraph): x + x must be written as a Scale by 2
+            raise GraphError(name, f"reads the same input twice ({inputs})")
         self._g.add_node(name, op=op)
         for port, src in enumerate(inputs):
             self._g.add_edge(src, name, port=port)

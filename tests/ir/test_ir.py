@@ -91,3 +91,10 @@ def test_verifier_finds_dead_nodes_and_fixed_point_violations():
     assert "a LoihiNeuron cannot take input from Input" in found
     with pytest.raises(GraphError, match="node 'n'"):
         b.build()
+
+
+def test_reading_one_input_twice_is_refused_clearly():
+    b = GraphBuilder()
+    b.add("input", Input(shape=(3,)))
+    with pytest.raises(GraphError, match="node 'sum': reads the same input twice"):
+        b.add("sum", Add(), ["input", "input"])

@@ -19,14 +19,14 @@ def neuron(shape, vth, reset=Reset.SUBTRACT, readout=False, du=4095, dv=0, bias=
     )
 
 
-def two_layer(reset, w=100, vth1=10, vth2=3):
-    """input -> host Dense(1) -> encoder -> n1 -> FixedDense(w) -> n2 -> output."""
+def two_layer(reset, w=100, vth1=10, vth2=3, fan_in=1):
+    """input -> host Dense -> encoder -> n1 (fan_in neurons) -> FixedDense(w) -> n2 -> output."""
     b = GraphBuilder()
     b.add("input", Input(shape=(1,)))
-    b.add("host", Dense(weight=np.ones((1, 1))), ["input"])
+    b.add("host", Dense(weight=np.ones((fan_in, 1))), ["input"])
     b.add("enc", BiasEncoder(scale=1.0, bias_format=LOIHI2.bias), ["host"])
-    b.add("n1", neuron((1,), vth1, reset), ["enc"])
-    b.add("syn", FixedDense(weight=np.full((1, 1), w), weight_format=LOIHI2.weight), ["n1"])
+    b.add("n1", neuron((fan_in,), vth1, reset), ["enc"])
+    b.add("syn", FixedDense(weight=np.full((1, fan_in), w), weight_format=LOIHI2.weight), ["n1"])
     b.add("n2", neuron((1,), vth2, reset), ["syn"])
     b.add("output", Output(), ["n2"])
     return b.build()
@@ -88,21 +88,22 @@ def test_leaky_current_and_voltage_decay_by_hand():
         pending = 200 * int(r.trace.spikes["n1"][0, t, 0])
 
 
-def saturating_graph(w):
-    """n1 fires every step; n2 (a readout: vth at its maximum) integrates w·64 per step."""
-    g = two_layer(Reset.ZERO, w=w, vth1=1).edit()
+def saturating_graph(w, fan_in=32):
+    """n1's neurons fire every step; n2 (a readout: vth at its maximum) integrates fan_in·w·64
+    per step and saturates within about 2**23 / (fan_in·|w|·64) steps (16 for the defaults)."""
+    g = two_layer(Reset.ZERO, w=w, vth1=1, fan_in=fan_in).edit()
     g.replace("n2", neuron((1,), LOIHI2.vth.max, Reset.ZERO, readout=True))
     return g.build()
 
 
 def test_negative_saturation_clips_v_and_is_counted():
-    r = fixed.simulate(saturating_graph(-256), np.array([[4095.0]]), steps=600, device="cpu")
+    r = fixed.simulate(saturating_graph(-256), np.array([[4095.0]]), steps=40, device="cpu")
     assert r.trace.v["n2"].min() == -(2**23 - 1)
     assert r.stats["n2"].v_clipped_low > 0 and r.stats["n2"].v_clipped == 0
 
 
 def test_positive_saturation_makes_the_readout_fire_and_is_counted():
-    r = fixed.simulate(saturating_graph(254), np.array([[4095.0]]), steps=600, device="cpu")
+    r = fixed.simulate(saturating_graph(254), np.array([[4095.0]]), steps=40, device="cpu")
     assert r.trace.spikes["n2"].sum() > 0 and r.stats["n2"].readout_spikes > 0
     assert r.stats["n2"].v_clipped > 0 and r.stats["n2"].saturations > 0
 

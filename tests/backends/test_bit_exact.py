@@ -1,0 +1,66 @@
+"""Reference simulator == Lava fixed_pt, bit for bit: spikes and membrane of every layer, every step."""
+
+import numpy as np
+import pytest
+
+from snncompile.api import load_model
+from snncompile.backends import reference
+from snncompile.backends.lava import run_lava
+from snncompile.ir import FixedConv2d, Reset
+from snncompile.passes import pipeline
+from snncompile.passes.convert import ConvertReLU
+from snncompile.passes.fold_batchnorm import fold_batchnorm
+from snncompile.passes.fuse_linear import fuse_linear
+from snncompile.passes.quantize import Quantize
+from snncompile.sim.ann import encode_inputs
+from snncompile.sim.trace import compare
+from tests.builders import make_cnn
+from tests.sim.test_fixed import saturating_graph
+
+pytestmark = pytest.mark.lava
+STEPS = 32
+
+
+def assert_bit_exact(graph, x, steps):
+    encoded = encode_inputs(graph, x)
+    ref = reference.run(graph, x, steps, device="cpu")
+    lava = run_lava(graph, x, steps, encoded=encoded)
+    result = compare(ref.trace, lava)
+    assert result.mismatches == 0, result.as_dict()
+    assert result.samples == len(x) and result.steps == steps
+    assert result.layers == len(ref.trace.v)
+    for out, value in ref.trace.outputs.items():
+        assert np.array_equal(value, lava.outputs[out])
+    return ref
+
+
+def test_mlp_bundled(digits_flat):
+    graph = load_model("examples/digits_mlp.pt2")
+    fixed = pipeline.run(graph, pipeline.loihi2(digits_flat.train.x[:256], STEPS))
+    ref = assert_bit_exact(fixed, digits_flat.test.x[:2], STEPS)
+    assert all(s.sum() > 0 for name, s in ref.trace.spikes.items() if not fixed.op(name).readout)
+
+
+def test_cnn_bundled_stride_1_and_2_with_padding(digits_image):
+    graph = load_model("examples/digits_cnn.pt2")
+    fixed = pipeline.run(graph, pipeline.loihi2(digits_image.train.x[:256], STEPS))
+    convs = [fixed.op(n) for n in fixed.find(FixedConv2d)]
+    assert [c.stride for c in convs] == [(2, 2)]  # the host conv has stride 1 and padding 1
+    assert convs[0].padding == (1, 1)
+    assert_bit_exact(fixed, digits_image.test.x[:2], STEPS)
+
+
+def test_cnn_with_zero_reset_uses_lavas_lif(digits_image):
+    data = digits_image.train.x[:64]
+    passes = (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO), fuse_linear,
+              Quantize(data=data, steps=40))
+    fixed = pipeline.run(make_cnn(seed=7), passes)
+    assert_bit_exact(fixed, digits_image.test.x[:2], 40)
+
+
+@pytest.mark.parametrize("weight", [254, -256])
+def test_saturating_neurons(weight):
+    graph = saturating_graph(weight)
+    ref = assert_bit_exact(graph, np.array([[4095.0]]), 40)
+    stats = ref.stats["n2"]
+    assert stats.v_clipped + stats.v_clipped_low > 0

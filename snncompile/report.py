@@ -32,9 +32,20 @@ class Report:
             + ("" if ratio is None else f"   SNN/ANN: {ratio:.3f}"),
             f"Lava fixed_pt vs reference: {be['samples']} samples x {be['layers']} layers x "
             f"{be['steps']} steps, mismatches: {be['mismatches']}",
-            f"saturations: {sum(layer['saturations'] for layer in d['layers'])}",
+            f"saturations: {sum(layer['saturations'] for layer in d['layers'])}" + _breakdown(d["layers"]),
         ]
         return "\n".join(lines)
+
+
+def _breakdown(layers: list[dict]) -> str:
+    """' (2 v_clipped_low in relu_2, ...)' for the non-zero overflow counters, or ''."""
+    parts = [
+        f"{count} {kind} in {layer['name']}"
+        for layer in layers
+        for kind, count in layer["overflow"].items()
+        if count and kind not in ("spikes", "saturations")
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _synapses(graph: Graph, neuron: str) -> int:

@@ -432,12 +432,13 @@ class BiasEncoder(Op):
 class LoihiNeuron(Op):
     """Loihi 2 CUBA LIF neuron in integers (Lava's PyLifModelBitAcc), with a reset mode.
 
-    u[t] = sign(u·(4096 − (du+1)))·(|u·(4096 − (du+1))| >> 12) + (a_in << 6), wrapped to 24 bits
+    u[t] = sign(u·(4096 − (du+1)))·(|u·(4096 − (du+1))| >> 12) + (a_in << 6), then one
+           correction: u > 2**23 → u − 2**24, u ≤ −2**23 → u + 2**24 (Lava's; not a modulo)
     v[t] = sign(v·(4096 − dv))·(|v·(4096 − dv)| >> 12) + u[t] + (bias_mant << bias_exp),
            clipped to ±(2**23 − 1)    (plus the BiasEncoder's bias when one feeds the neuron)
     s[t] = v[t] > vth << 6;   zero: v = 0 where s;   subtract: v −= vth << 6 where s.
     du = 4095, dv = 0 is an IF neuron. A readout neuron has vth at its maximum and is read at the
-    end. ``v_scale`` says how many integer units of v make one unit of the float model's v.
+    end; it still fires if v reaches (vth_max << 6, 2**23 − 1], which counts as a saturation. ``v_scale`` says how many integer units of v make one unit of the float model's v.
     Arrays have the full neuron shape.
     """
 

@@ -510,3 +510,22 @@ def test_subtractive_lif_floating_pt_model():
         proc.stop()
     np.testing.assert_allclose(v[:, 0], [0.4, 0.8, 0.2, 0.6], atol=1e-12)
     np.testing.assert_allclose(v[:, 1], [0.1, 0.2, 0.05, 0.15], atol=1e-12)
+
+
+def test_graphs_beyond_lavas_exact_integer_range_are_refused():
+    """A neuron whose a_in can reach 2**25 (Lava: int32 a_in << 6) is not exact: refused."""
+    from snncompile.backends.lava.build import LAVA_A_IN_LIMIT, max_input, problems
+
+    n = LAVA_A_IN_LIMIT // 254 + 1
+    wide = dense(np.full((1, n), 254))
+    assert max_input(wide) >= LAVA_A_IN_LIMIT
+    b = GraphBuilder()
+    b.add("input", Input(shape=(1,)))
+    b.add("host", Dense(weight=np.ones((n, 1))), ["input"])
+    b.add("enc", encoder(), ["host"])
+    b.add("n1", neuron((n,), 1), ["enc"])
+    b.add("syn", wide, ["n1"])
+    b.add("n2", readout((1,)), ["syn"])
+    b.add("output", Output(), ["n2"])
+    found = problems(b.build())
+    assert [(p.node, "2**25" in p.hint) for p in found] == [("n2", True)]

@@ -78,6 +78,16 @@ LAVA_WEIGHT_BITS = 8
 # Lava's Conv model stores kernel_size, stride, padding, dilation and groups as int8 Vars:
 # 128 wraps to -128 (measured: a 182-wide kernel fails with "negative dimensions").
 LAVA_CONV_PARAM_MAX = 127
+# Lava's Conv sums in float32 (torch FloatTensor): exact while every sum stays below 2**24.
+LAVA_CONV_EXACT_SUM = 2**24
+# LIF holds a_in in int32 and shifts it by 6: |a_in| must stay below 2**25.
+LAVA_A_IN_LIMIT = 2**25
+
+
+def max_input(op) -> int:
+    """The largest |sum| one output neuron of a synaptic op can receive in a step (0/1 spikes)."""
+    w = np.abs(np.asarray(op.weight, dtype=np.int64))
+    return int(w.reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0
 
 
 def run_config() -> Loihi2SimCfg:
@@ -199,6 +209,8 @@ def problems(graph: Graph) -> list[Problem]:
             if max(ints) > LAVA_CONV_PARAM_MAX:
                 limit = LAVA_CONV_PARAM_MAX
                 bad(name, f"Lava's Conv holds kernel, stride, padding, dilation, groups in int8 (<= {limit})")
+            if max_input(op) >= LAVA_CONV_EXACT_SUM:
+                bad(name, f"a kernel's |weights| sum to {max_input(op)} >= 2**24: Lava's float32 conv is inexact")
             fmt = op.output_format
             if fmt is None or fmt.bits != LAVA_CONV_OUT_BITS or not fmt.signed:
                 bad(name, f"Lava's Conv wraps its output to signed {LAVA_CONV_OUT_BITS} bits, not {fmt}")
@@ -231,6 +243,9 @@ def _neuron_problems(graph: Graph, name: str, op: LoihiNeuron) -> list[Problem]:
             out.append(Problem(name, kind, hint))
     if len(encoders) > 1:
         out.append(Problem(name, kind, "a neuron takes at most one BiasEncoder"))
+    fan_in = sum(max_input(graph.op(i)) for i in inputs if isinstance(graph.op(i), (FixedDense, FixedConv2d)))
+    if fan_in >= LAVA_A_IN_LIMIT:
+        out.append(Problem(name, kind, f"synaptic input up to {fan_in} >= 2**25 overflows Lava's int32 a_in << 6"))
     if encoders and np.any(op.bias_mant):
         out.append(Problem(name, kind, "a neuron fed by a BiasEncoder must have zero static bias"))
     if op.reset == Reset.ZERO and op.vth.size and np.any(op.vth != op.vth.flat[0]):

@@ -33,3 +33,21 @@ def make_mlp(seed: int = 0, sizes=(64, 32, 16, 10)):
         if i < len(sizes) - 2:
             ops.append((f"relu{i + 1}", ReLU()))
     return chain((sizes[0],), ops)
+
+
+def make_deep_cnn(seed: int = 0):
+    """Three convs so that both a stride-1 and a stride-2 padded conv run on the chip (the first
+    conv runs on the host): host Conv(s1,p1) -> Conv(s1,p1) -> Conv(s2,p1) -> AvgPool -> Linear."""
+    rng = np.random.default_rng(seed)
+    return chain((1, 8, 8), [
+        ("conv1", Conv2d(weight=rng.normal(0, 0.4, (4, 1, 3, 3)), bias=rng.normal(0, 0.1, 4), padding=1)),
+        ("relu1", ReLU()),
+        ("conv2", Conv2d(weight=rng.normal(0, 0.25, (6, 4, 3, 3)), bias=rng.normal(0, 0.1, 6), padding=1)),
+        ("relu2", ReLU()),
+        ("conv3", Conv2d(weight=rng.normal(0, 0.2, (8, 6, 3, 3)), bias=rng.normal(0, 0.1, 8),
+                         padding=1, stride=2)),
+        ("relu3", ReLU()),
+        ("pool", AvgPool2d(kernel=2, stride=2)),
+        ("flat", Flatten()),
+        ("fc", Dense(weight=rng.normal(0, 0.3, (10, 32)), bias=rng.normal(0, 0.1, 10))),
+    ])

@@ -14,7 +14,7 @@ from snncompile.passes.fuse_linear import fuse_linear
 from snncompile.passes.quantize import Quantize
 from snncompile.sim.ann import encode_inputs
 from snncompile.sim.trace import compare
-from tests.builders import make_cnn
+from tests.builders import make_cnn, make_deep_cnn
 from tests.sim.test_fixed import saturating_graph
 
 pytestmark = pytest.mark.lava
@@ -48,6 +48,15 @@ def test_cnn_bundled_stride_1_and_2_with_padding(digits_image):
     assert [c.stride for c in convs] == [(2, 2)]  # the host conv has stride 1 and padding 1
     assert convs[0].padding == (1, 1)
     assert_bit_exact(fixed, digits_image.test.x[:2], STEPS)
+
+
+def test_conv_stride_1_and_2_with_padding_on_the_chip(digits_image):
+    fixed = pipeline.run(make_deep_cnn(seed=9), pipeline.loihi2(digits_image.train.x[:128], STEPS))
+    convs = {n: fixed.op(n) for n in fixed.find(FixedConv2d)}
+    assert {n: (c.stride, c.padding) for n, c in convs.items()} == {
+        "conv2": ((1, 1), (1, 1)), "conv3": ((2, 2), (1, 1))}
+    ref = assert_bit_exact(fixed, digits_image.test.x[:2], STEPS)
+    assert all(ref.trace.spikes[n].sum() > 0 for n in ("relu1", "relu2", "relu3"))
 
 
 def test_cnn_with_zero_reset_uses_lavas_lif(digits_image):

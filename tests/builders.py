@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from snncompile.ir import AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, ReLU, chain
+from snncompile.ir import Add, AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, GraphBuilder, Input, Output, ReLU, chain
 
 
 def make_cnn(seed: int = 0, bn: bool = True):
@@ -51,3 +51,30 @@ def make_deep_cnn(seed: int = 0):
         ("flat", Flatten()),
         ("fc", Dense(weight=rng.normal(0, 0.3, (10, 32)), bias=rng.normal(0, 0.1, 10))),
     ])
+
+
+def make_resnet(seed: int = 0):
+    """A post-activation residual block with an identity shortcut, then a strided conv:
+    conv1-ReLU (host) -> [conv2-ReLU-conv3] + shortcut -> ReLU -> conv4 (s2) -> ReLU -> pool -> fc."""
+    rng = np.random.default_rng(seed)
+
+    def conv(c_in, c_out, stride=1, std=0.25):
+        return Conv2d(weight=rng.normal(0, std, (c_out, c_in, 3, 3)), bias=rng.normal(0, 0.05, c_out),
+                      padding=1, stride=stride)
+
+    b = GraphBuilder()
+    b.add("input", Input(shape=(1, 8, 8)))
+    b.add("conv1", conv(1, 4, std=0.4), ["input"])
+    b.add("relu1", ReLU(), ["conv1"])
+    b.add("conv2", conv(4, 4), ["relu1"])
+    b.add("relu2", ReLU(), ["conv2"])
+    b.add("conv3", conv(4, 4), ["relu2"])
+    b.add("add", Add(), ["conv3", "relu1"])
+    b.add("relu3", ReLU(), ["add"])
+    b.add("conv4", conv(4, 8, stride=2), ["relu3"])
+    b.add("relu4", ReLU(), ["conv4"])
+    b.add("pool", AvgPool2d(kernel=2, stride=2), ["relu4"])
+    b.add("flat", Flatten(), ["pool"])
+    b.add("fc", Dense(weight=rng.normal(0, 0.3, (10, 32)), bias=rng.normal(0, 0.1, 10)), ["flat"])
+    b.add("output", Output(), ["fc"])
+    return b.build()

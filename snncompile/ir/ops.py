@@ -299,16 +299,26 @@ class Add(Op):
         return a
 
 
+def _same_shapes(kind: str, inputs: list[Shape]) -> Shape:
+    if not inputs:
+        raise ShapeError(f"{kind} needs at least one input")
+    if len(set(inputs)) != 1:
+        raise ShapeError(f"{kind} inputs disagree in shape: {sorted(set(inputs))}")
+    return inputs[0]
+
+
 @dataclass(frozen=True, eq=False)
 class IF(Op):
     """Integrate-and-fire neuron, float.
 
+    x[t] is the sum of all inputs (several synaptic inputs onto one neuron = membrane-add).
     v[t] = v[t−1] + x[t];  s[t] = v[t] > threshold;  then reset:
     zero: v[t] = 0 where s[t];  subtract: v[t] −= threshold where s[t].  Output s[t] ∈ {0, 1}.
     v[0] = v_init. ``threshold`` and ``v_init`` broadcast to the neuron shape.
     """
 
     kind = OpKind.IF
+    arity = -1
     neuron = True
     threshold: np.ndarray = None
     reset: Reset = Reset.SUBTRACT
@@ -319,6 +329,9 @@ class IF(Op):
         object.__setattr__(self, "v_init", frozen_array(0.0 if self.v_init is None else self.v_init))
         object.__setattr__(self, "reset", Reset(self.reset))
 
+    def infer_shape(self, inputs):
+        return _same_shapes("IF", inputs)
+
     def check(self):
         problems = _finite("threshold", self.threshold) + _finite("v_init", self.v_init)
         if np.any(self.threshold <= 0):
@@ -328,14 +341,19 @@ class IF(Op):
 
 @dataclass(frozen=True, eq=False)
 class Integrator(Op):
-    """Non-spiking readout: v[t] = v[t−1] + x[t], v[0] = v_init. Its output is v (NIR's I node)."""
+    """Non-spiking readout: v[t] = v[t−1] + x[t] (x: the sum of its inputs), v[0] = v_init.
+    Its output is v (NIR's I node)."""
 
     kind = OpKind.INTEGRATOR
+    arity = -1
     neuron = True
     v_init: np.ndarray = None
 
     def __post_init__(self):
         object.__setattr__(self, "v_init", frozen_array(0.0 if self.v_init is None else self.v_init))
+
+    def infer_shape(self, inputs):
+        return _same_shapes("Integrator", inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,10 +485,7 @@ class LoihiNeuron(Op):
         object.__setattr__(self, "reset", Reset(self.reset))
 
     def infer_shape(self, inputs):
-        shapes = set(inputs)
-        if len(shapes) != 1:
-            raise ShapeError(f"LoihiNeuron inputs disagree in shape: {sorted(shapes)}")
-        (shape,) = shapes
+        shape = _same_shapes("LoihiNeuron", inputs)
         for name in ("vth", "bias_mant", "bias_exp", "v_init"):
             if getattr(self, name).shape != shape:
                 raise ShapeError(f"{name} has shape {getattr(self, name).shape}, neuron shape is {shape}")

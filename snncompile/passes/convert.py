@@ -7,6 +7,12 @@ neuron gets threshold λ and emits unit spikes, so its rate r ≈ a / λ for act
 Every synaptic op downstream (through AvgPool2d / Flatten, which commute with scaling) has its
 weights multiplied by λ, so it sees λ·r ≈ a: the float SNN approximates the ANN layer by layer.
 The first layer takes the analog input as a constant current every step (no spike encoding).
+
+Residual adds become membrane-add: for ``relu(add(a, b))`` both branches synapse onto the IF
+neurons that replace the ReLU, which sum their inputs; a branch that is not already a Linear or
+Conv2d (an identity shortcut from an earlier ReLU) gets an identity synapse (a 1×1 Conv2d or a
+Dense with the identity matrix), rescaled by that ReLU's λ like every other synapse. On the
+chip this costs one synapse per neuron of the block and no extra neuron.
 """
 
 from __future__ import annotations
@@ -18,10 +24,18 @@ import numpy as np
 
 from snncompile.errors import Problem, UnsupportedModelError
 from snncompile.ir.graph import Graph
-from snncompile.ir.ops import IF, AvgPool2d, Conv2d, Dense, Flatten, Integrator, Output, ReLU, Reset
+from snncompile.ir.ops import IF, Add, AvgPool2d, Conv2d, Dense, Flatten, Integrator, Output, ReLU, Reset
 from snncompile.sim.ann import evaluate
 
 PASS_THROUGH = (AvgPool2d, Flatten)
+
+
+def identity_synapse(shape: tuple[int, ...], gain: float) -> Dense | Conv2d:
+    """gain × identity, as a 1×1 Conv2d for (C, H, W) tensors, else as a Dense."""
+    if len(shape) == 3:
+        weight = np.eye(shape[0]).reshape(shape[0], shape[0], 1, 1) * gain
+        return Conv2d(weight=weight)
+    return Dense(weight=np.eye(int(np.prod(shape))) * gain)
 
 
 def activation_scale(values: np.ndarray, percentile: float) -> float:
@@ -54,6 +68,7 @@ class ConvertReLU:
             for synapse in self._downstream_synapses(graph, relu, problems):
                 op = builder.op(synapse)
                 builder.replace(synapse, dataclasses.replace(op, weight=op.weight * lam))
+        self._lower_adds(graph, builder, problems)
         for out in graph.find(Output):
             (src,) = graph.inputs(out)
             if not isinstance(graph.op(src), (Dense, Conv2d)):
@@ -70,6 +85,31 @@ class ConvertReLU:
         builder.metadata = {**builder.metadata, "thresholds": scales, "readout_input_peaks": peaks}
         return builder.build()
 
+    def _lower_adds(self, graph: Graph, builder, problems: list) -> None:
+        """relu(add(a, b)) -> IF fed by the synapses of a and b (see the module docstring)."""
+        for add in graph.find(Add):
+            users = graph.users(add)
+            if len(users) != 1 or not isinstance(graph.op(users[0]), ReLU):
+                problems.append(Problem(add, "Add", "a residual add must feed exactly one ReLU "
+                                        "(post-activation block); it becomes a membrane-add"))
+                continue
+            synapses = []
+            for branch in graph.inputs(add):
+                op = graph.op(branch)
+                if isinstance(op, (Dense, Conv2d)):
+                    synapses.append(branch)
+                elif isinstance(op, ReLU):
+                    shape = graph.shape(branch)
+                    lam = float(builder.op(branch).threshold.max())
+                    synapse = builder.unique_name(f"{add}_shortcut_{branch}")
+                    builder.add(synapse, identity_synapse(shape, lam), [branch])
+                    synapses.append(synapse)
+                else:
+                    problems.append(Problem(add, "Add", f"input '{branch}' is a {op.kind.value}; "
+                                            "residual branches must end in Linear/Conv2d or a ReLU"))
+            builder.set_inputs(users[0], synapses)
+            builder.remove(add)
+
     @staticmethod
     def _downstream_synapses(graph: Graph, relu: str, problems: list) -> list[str]:
         found, stack = [], list(graph.users(relu))
@@ -80,6 +120,8 @@ class ConvertReLU:
                 found.append(node)
             elif isinstance(op, PASS_THROUGH):
                 stack.extend(graph.users(node))
+            elif isinstance(op, Add) and node in graph.users(relu):
+                continue  # an identity shortcut; _lower_adds gives it a synapse scaled by λ
             else:
                 problems.append(Problem(node, op.kind.value, f"follows ReLU '{relu}'; only pooling, "
                                         "Flatten, Linear and Conv2d may follow a converted ReLU"))

@@ -14,7 +14,7 @@ from snncompile.passes.fuse_linear import fuse_linear
 from snncompile.passes.quantize import Quantize
 from snncompile.sim.ann import encode_inputs
 from snncompile.sim.trace import compare
-from tests.builders import make_cnn, make_deep_cnn
+from tests.builders import make_cnn, make_deep_cnn, make_resnet
 from tests.sim.test_fixed import saturating_graph
 
 pytestmark = pytest.mark.lava
@@ -57,6 +57,13 @@ def test_conv_stride_1_and_2_with_padding_on_the_chip(digits_image):
         "conv2": ((1, 1), (1, 1)), "conv3": ((2, 2), (1, 1))}
     ref = assert_bit_exact(fixed, digits_image.test.x[:2], STEPS)
     assert all(ref.trace.spikes[n].sum() > 0 for n in ("relu1", "relu2", "relu3"))
+
+
+def test_residual_membrane_add(digits_image):
+    fixed = pipeline.run(make_resnet(seed=3), pipeline.loihi2(digits_image.train.x[:128], STEPS))
+    assert fixed.inputs("relu3") == ["conv3", "add_shortcut_relu1"]
+    ref = assert_bit_exact(fixed, digits_image.test.x[:1], STEPS)
+    assert ref.trace.spikes["relu3"].sum() > 0
 
 
 def test_cnn_with_zero_reset_uses_lavas_lif(digits_image):

@@ -42,3 +42,30 @@ def test_pooling_fused_into_next_dense_equals_original_map(digits_image):
     lam = float(snn.op("relu2").threshold.max())
     expected = pooled @ (g.op("fc").weight * lam).T + g.op("fc").bias
     assert np.allclose(s.reshape(5, -1) @ fc.weight.T + fc.bias, expected)
+
+
+def test_residual_add_becomes_membrane_add_with_an_identity_synapse(digits_image):
+    from snncompile.ir import Add, Conv2d
+    from tests.builders import make_resnet
+
+    g = make_resnet(seed=1)
+    data = digits_image.train.x[:64]
+    acts = evaluate(g, data)
+    snn = ConvertReLU(data=data)(g)
+    assert snn.find(Add) == []
+    shortcut = "add_shortcut_relu1"
+    assert snn.inputs("relu3") == ["conv3", shortcut]
+    assert snn.inputs(shortcut) == ["relu1"]
+    lam1 = float(acts["relu1"].max())
+    ident = snn.op(shortcut)
+    assert isinstance(ident, Conv2d) and ident.weight.shape == (4, 4, 1, 1)
+    assert np.allclose(ident.weight[:, :, 0, 0], np.eye(4) * lam1)
+    # the residual neuron's threshold is the ANN's max of relu(conv3 + relu1)
+    assert np.allclose(snn.op("relu3").threshold, float(acts["relu3"].max()))
+    # the float map into relu3 is unchanged when every spike carries its λ
+    h1 = acts["relu1"].numpy()
+    s1, s2 = h1 / lam1, acts["relu2"].numpy() / float(acts["relu2"].max())
+    from snncompile.sim.ann import UNARY
+    import torch
+    into = UNARY[Conv2d](snn.op("conv3"), torch.tensor(s2)) + UNARY[Conv2d](ident, torch.tensor(s1))
+    assert torch.allclose(into, acts["add"], atol=1e-9)

@@ -4,6 +4,7 @@ from snncompile.ir.fixed_point import IntFormat, MantExpFormat
 from snncompile.ir.graph import Graph, GraphBuilder, chain
 from snncompile.ir.ops import (
     IF,
+    LIF,
     Add,
     AvgPool2d,
     BatchNorm,
@@ -20,12 +21,13 @@ from snncompile.ir.ops import (
     OpKind,
     Output,
     ReLU,
+    SumPool2d,
     Reset,
 )
 from snncompile.ir.verify import Verifier, verify
 
 __all__ = [
-    "IF", "Add", "AvgPool2d", "BatchNorm", "BiasEncoder", "Conv2d", "Dense", "FixedConv2d",
+    "IF", "LIF", "SumPool2d", "Add", "AvgPool2d", "BatchNorm", "BiasEncoder", "Conv2d", "Dense", "FixedConv2d",
     "FixedDense", "Flatten", "Graph", "GraphBuilder", "Input", "IntFormat", "Integrator",
     "LoihiNeuron", "MantExpFormat", "Op", "OpKind", "Output", "ReLU", "Reset", "Verifier",
     "chain", "verify",

@@ -56,9 +56,11 @@ class OpKind(str, enum.Enum):
     BATCHNORM = "BatchNorm"
     RELU = "ReLU"
     AVGPOOL2D = "AvgPool2d"
+    SUMPOOL2D = "SumPool2d"
     FLATTEN = "Flatten"
     ADD = "Add"
     IF = "IF"
+    LIF = "LIF"
     INTEGRATOR = "Integrator"
     FIXED_DENSE = "FixedDense"
     FIXED_CONV2D = "FixedConv2d"
@@ -275,6 +277,13 @@ class AvgPool2d(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class SumPool2d(AvgPool2d):
+    """y[c, i, j] = sum over the kernel window (zero padding): AvgPool2d times the window size."""
+
+    kind = OpKind.SUMPOOL2D
+
+
+@dataclass(frozen=True, eq=False)
 class Flatten(Op):
     """y = x reshaped to one dimension, C-order (torch.flatten(x, 1) with the batch kept)."""
 
@@ -336,6 +345,46 @@ class IF(Op):
         problems = _finite("threshold", self.threshold) + _finite("v_init", self.v_init)
         if np.any(self.threshold <= 0):
             problems.append("threshold must be positive")
+        return problems
+
+
+@dataclass(frozen=True, eq=False)
+class LIF(Op):
+    """Current-based leaky integrate-and-fire neuron, float (x: the sum of its inputs).
+
+    i[t] = alpha·i[t−1] + x[t];  v[t] = beta·v[t−1] + i[t];  s[t] = v[t] > threshold;
+    then reset as IF (zero or subtract). alpha = 0 is a plain LIF; alpha = 0, beta = 1 is IF.
+    Parameters broadcast to the neuron shape.
+    """
+
+    kind = OpKind.LIF
+    arity = -1
+    neuron = True
+    threshold: np.ndarray = None
+    alpha: np.ndarray = None
+    beta: np.ndarray = None
+    reset: Reset = Reset.ZERO
+    v_init: np.ndarray = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "threshold", frozen_array(self.threshold))
+        object.__setattr__(self, "alpha", frozen_array(0.0 if self.alpha is None else self.alpha))
+        object.__setattr__(self, "beta", frozen_array(1.0 if self.beta is None else self.beta))
+        object.__setattr__(self, "v_init", frozen_array(0.0 if self.v_init is None else self.v_init))
+        object.__setattr__(self, "reset", Reset(self.reset))
+
+    def infer_shape(self, inputs):
+        return _same_shapes("LIF", inputs)
+
+    def check(self):
+        problems = []
+        for name in ("threshold", "alpha", "beta", "v_init"):
+            problems += _finite(name, getattr(self, name))
+        if np.any(self.threshold <= 0):
+            problems.append("threshold must be positive")
+        for name in ("alpha", "beta"):
+            if np.any(getattr(self, name) < 0) or np.any(getattr(self, name) > 1):
+                problems.append(f"{name} must lie in [0, 1]")
         return problems
 
 

@@ -19,7 +19,7 @@ from snncompile.ir.graph import Graph, GraphBuilder
 from snncompile.ir.ops import AvgPool2d, Conv2d, Dense, Flatten
 from snncompile.sim.ann import UNARY
 
-LINEAR = (AvgPool2d, Flatten, Dense, Conv2d)
+LINEAR = (AvgPool2d, Flatten, Dense, Conv2d)  # SumPool2d is an AvgPool2d
 MAX_MATERIALIZED = 50_000_000  # weights; a larger fused matrix is refused rather than built
 
 

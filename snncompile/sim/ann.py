@@ -25,6 +25,7 @@ from snncompile.ir.ops import (
     Op,
     Output,
     ReLU,
+    SumPool2d,
 )
 
 
@@ -50,12 +51,17 @@ def _avgpool(op: AvgPool2d, x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True)
 
 
+def _sumpool(op: SumPool2d, x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True, divisor_override=1)
+
+
 UNARY: dict[type, Callable[[Op, torch.Tensor], torch.Tensor]] = {
     Dense: _dense,
     Conv2d: _conv,
     BatchNorm: _batchnorm,
     ReLU: lambda op, x: torch.relu(x),
     AvgPool2d: _avgpool,
+    SumPool2d: _sumpool,
     Flatten: lambda op, x: x.reshape(x.shape[0], -1),
     Output: lambda op, x: x,
 }

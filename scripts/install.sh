@@ -23,11 +23,12 @@ $PIP install --ignore-requires-python "lava-nc==0.10.0" 2>&1 | { grep -v "is ign
 #    without changing it) and lava-dl's netx (loads our .net; its declared deps would pull an old
 #    torch, so none are installed: the test stubs the one slayer import netx/hdf5.py makes).
 $PIP install "snntorch==1.0.0" 2>&1 | { grep -v "is ignored" || true; }
+$PIP install --no-deps "nirtorch==2.6" 2>&1 | { grep -v "is ignored" || true; }  # snntorch.import_nir
 $PIP install --no-deps --ignore-requires-python "lava-dl==0.6.0" 2>&1 | { grep -v "is ignored" || true; }
 # 4. The project itself (editable). Lava's Python 3.11 import error is fixed at import time by
 #    snncompile.backends.lava.compat, not by editing site-packages.
 $PIP install --no-deps -e . 2>&1 | { grep -v "is ignored" || true; }
-"$VENV/bin/python" -c "import torch, lava, nir, onnx, onnxruntime, networkx, sklearn, snntorch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+"$VENV/bin/python" -c "import torch, lava, nir, onnx, onnxruntime, networkx, sklearn, snntorch, nirtorch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 rm -f "$VENV"/.snncompile-installed-*
 touch "$STAMP"
 echo "snncompile: environment ready in $VENV"

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from snncompile import data as datasets
-from snncompile.errors import ModelLoadError
+from snncompile.errors import ModelLoadError, SnnCompileError
+from snncompile.ir.ops import Reset
 from snncompile.ir.graph import Graph
 from snncompile.passes import pipeline
 from snncompile.report import Report, build_report, write_report
 from snncompile.sim import ann
+from snncompile.sim import snn as float_snn
 from snncompile.sim.ann import encode_inputs
 from snncompile.sim.trace import compare
 from snncompile.targets.loihi2 import LOIHI2
@@ -39,19 +41,25 @@ class Compiled:
 
     float_graph: Graph
     snn_graph: Graph
-    fixed_graph: Graph
+    fixed_graph: Graph | None
     report: Report
     files: dict[str, Path] = field(default_factory=dict)
 
 
+FRONTENDS = {".onnx": "snncompile.frontends.onnx", ".nir": "snncompile.frontends.nir"}
+TARGETS = ("loihi2", "netx", "nir")
+
+
 def load_model(path: str | Path) -> Graph:
-    """A float IR graph from a model file (torch.export files; more frontends by suffix)."""
+    """A float IR graph from a model file: ``.onnx`` (ONNX), ``.nir`` (NIR), anything else a
+    ``torch.export.save`` file."""
+    import importlib
+
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: model file not found")
-    from snncompile.frontends.torch import load_model as load_torch
-
-    return load_torch(path)
+    module = FRONTENDS.get(path.suffix.lower(), "snncompile.frontends.torch")
+    return importlib.import_module(module).load_model(path)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -60,12 +68,25 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-def compile_model(model: str | Path | Graph, outdir: str | Path, options: Options = Options()) -> Compiled:
-    """Compile ``model`` for Loihi 2, check it on the data, and write the outputs to ``outdir``.
+def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
+    """The float SNN: an ANN is converted (netx needs reset to zero); an SNN keeps its neurons."""
+    if any(op.neuron for _, op in graph.nodes()):
+        return pipeline.run(graph, (pipeline.fuse_linear,))
+    reset = Reset.ZERO if options.target == "netx" else Reset.SUBTRACT
+    return pipeline.run(graph, pipeline.convert(calib, options.percentile, reset=reset))
 
-    Outputs (model.nir, report.json, report.md) are written to a temporary folder first and moved
-    into ``outdir`` only when everything succeeded: a failure leaves no half-written output.
+
+def compile_model(model: str | Path | Graph, outdir: str | Path, options: Options = Options()) -> Compiled:
+    """Compile ``model`` for ``options.target``, check it on the data, write outputs to ``outdir``.
+
+    loihi2: fixed point, reference simulator on the test split, Lava on ``samples`` samples,
+    model.nir; netx: the same with reset to zero and biases netx can hold, plus model.net;
+    nir: the float SNN only (model.nir). Every target writes report.json and report.md.
+    Outputs are written to a temporary folder first and moved into ``outdir`` only when everything
+    succeeded: a failure leaves no half-written output.
     """
+    if options.target not in TARGETS:
+        raise SnnCompileError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
     timings = {}
     t0 = time.perf_counter()
     graph = model if isinstance(model, Graph) else load_model(model)
@@ -75,42 +96,64 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     timings["load_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    snn = pipeline.run(graph, pipeline.convert(calib, options.percentile))
-    fixed_graph = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2),))
+    snn = to_snn(graph, calib, options)
+    is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
+    fixed_graph = None
+    if options.target != "nir":
+        quantize = pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
+                                     bias_exp=6 if options.target == "netx" else None)
+        fixed_graph = pipeline.run(snn, (quantize,))
     timings["compile_s"] = time.perf_counter() - t0
 
-    from snncompile.backends import reference
-
     t0 = time.perf_counter()
-    ann_logits = ann.forward(graph, ds.test.x).numpy()
-    snn_logits, stats = reference.predict(
-        fixed_graph, ds.test.x, options.steps, device=options.device, progress=options.progress
-    )
-    timings["reference_s"] = time.perf_counter() - t0
+    ann_logits = ann.forward(graph, ds.test.x).numpy() if is_ann else None
+    float_run = float_snn.simulate(snn, ds.test.x, options.steps, delay=1)
+    float_logits = next(iter(float_run.outputs.values()))
+    timings["float_snn_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    check = ds.test.x[: options.samples]
-    encoded = encode_inputs(fixed_graph, check)
-    ref_trace = reference.run(fixed_graph, check, options.steps, device=options.device).trace
-    from snncompile.backends.lava import run_lava
+    snn_logits, stats, comparison = None, {}, None
+    if fixed_graph is not None:
+        from snncompile.backends import reference
 
-    lava_trace = run_lava(fixed_graph, check, options.steps, encoded=encoded, progress=options.progress)
-    comparison = compare(ref_trace, lava_trace)
-    timings["lava_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        snn_logits, stats = reference.predict(
+            fixed_graph, ds.test.x, options.steps, device=options.device, progress=options.progress
+        )
+        timings["reference_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        check = ds.test.x[: options.samples]
+        encoded = encode_inputs(fixed_graph, check)
+        ref_trace = reference.run(fixed_graph, check, options.steps, device=options.device).trace
+        from snncompile.backends.lava import run_lava
+
+        lava_trace = run_lava(fixed_graph, check, options.steps, encoded=encoded, progress=options.progress)
+        comparison = compare(ref_trace, lava_trace)
+        timings["lava_s"] = time.perf_counter() - t0
 
     report = build_report(
         options=options, float_graph=graph, snn_graph=snn, fixed_graph=fixed_graph,
-        ann_accuracy=accuracy(ann_logits, ds.test.y), snn_accuracy=accuracy(snn_logits, ds.test.y),
-        ann_logits=ann_logits, snn_logits=snn_logits / options.steps, stats=stats,
-        comparison=comparison, test_samples=len(ds.test), calib_samples=len(calib), timings=timings,
+        ann_accuracy=accuracy(ann_logits, ds.test.y) if is_ann else None,
+        float_snn_accuracy=accuracy(float_logits, ds.test.y),
+        snn_accuracy=None if snn_logits is None else accuracy(snn_logits, ds.test.y),
+        ann_logits=ann_logits, snn_logits=None if snn_logits is None else snn_logits / options.steps,
+        stats=stats, comparison=comparison, test_samples=len(ds.test), calib_samples=len(calib),
+        timings=timings,
     )
-    outdir = Path(outdir)
+    return Compiled(graph, snn, fixed_graph, report, _write_outputs(Path(outdir), snn, fixed_graph, report, options))
+
+
+def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: Report, options: Options):
+    from snncompile.backends import nir as nir_backend
+
     outdir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".snncompile-", dir=outdir))
     try:
-        from snncompile.backends import nir as nir_backend
-
         files = {"nir": nir_backend.write(snn, staging / "model.nir")}
+        if options.target == "netx":
+            from snncompile.backends import netx
+
+            files["netx"] = netx.write(fixed_graph, staging / "model.net")
         files.update(write_report(report, staging))
         final = {}
         for key, path in files.items():
@@ -119,4 +162,4 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
             final[key] = target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Compiled(graph, snn, fixed_graph, report, final)
+    return final

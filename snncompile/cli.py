@@ -23,8 +23,10 @@ def parser() -> argparse.ArgumentParser:
         description="Compile a PyTorch ReLU network to a spiking network for Intel Loihi 2, "
         "check it on data with the exact reference simulator, and verify Lava computes the same bits.",
     )
-    p.add_argument("model", help="model file saved with torch.export.save (any name, e.g. model.pt)")
-    p.add_argument("--target", choices=["loihi2"], default="loihi2")
+    p.add_argument("model", help="a torch.export.save file (any name, e.g. model.pt), a .onnx or a .nir file")
+    p.add_argument("--target", choices=["loihi2", "netx", "nir"], default="loihi2",
+                   help="loihi2 (default): fixed point, checked on Lava; netx: also write a lava-dl "
+                   "model.net (reset to zero); nir: the float SNN as model.nir only")
     p.add_argument("-o", "--outdir", default="out", help="folder for model.nir, report.json, report.md")
     p.add_argument("--steps", type=_positive, default=32, help="time steps per sample (default 32)")
     p.add_argument("--data", default="digits", help="'digits' or a .npz file with x (and y)")
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     print(compiled.report.summary())
     print("wrote " + ", ".join(str(p) for p in compiled.files.values()))
-    return 0 if compiled.report.data["bit_exact"]["mismatches"] == 0 else 1
+    bit_exact = compiled.report.data["bit_exact"]
+    return 0 if bit_exact is None or bit_exact["mismatches"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -80,3 +80,25 @@ def test_bad_data_file(tmp_path):
     np.savez(wrong, x=np.zeros((4, 3, 5, 5), dtype=np.float32))
     assert_one_line_error(snncompile(CNN, "-o", out, "--data", wrong), "wrong.npz", "(1, 8, 8)")
     assert not out.exists()
+
+
+@pytest.mark.lava
+def test_netx_and_nir_targets_and_a_nir_model(tmp_path):
+    mlp = ROOT / "examples" / "digits_mlp.pt2"
+    proc = snncompile(mlp, "--target", "netx", "-o", tmp_path / "netx", "--samples", 1, "--steps", 16)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "netx").iterdir()) == ["model.net", "model.nir", "report.json", "report.md"]
+    assert "mismatches: 0" in proc.stdout
+
+    proc = snncompile(mlp, "--target", "nir", "-o", tmp_path / "nir", "--steps", 16)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "nir" / "report.json").read_text())
+    assert report["bit_exact"] is None and report["snn_accuracy"] is None
+    assert report["float_snn_accuracy"] > 0.8
+
+    # the NIR file just written is itself a model: an SNN, compiled without conversion
+    proc = snncompile(tmp_path / "nir" / "model.nir", "-o", tmp_path / "again", "--samples", 1, "--steps", 16)
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["ann_accuracy"] is None and again["bit_exact"]["mismatches"] == 0
+    assert again["float_snn_accuracy"] == report["float_snn_accuracy"]

@@ -79,12 +79,15 @@ class MantExpFormat:
     def max_value(self) -> int:
         return self.mant.max << self.max_exp
 
-    def encode(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """Nearest representable ``mant << exp`` per element, smallest exponent that fits.
-
-        Returns (mant, exp, saturated count). Values beyond the largest code saturate.
+    def encode(self, values: np.ndarray, exp: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        """Nearest representable ``mant << exp`` per element, smallest exponent that fits (or the
+        given ``exp`` for every element). Returns (mant, exp, saturated count); values beyond the
+        largest code saturate.
         """
         v = np.asarray(values, dtype=np.float64)
+        if exp is not None:
+            mant, sat = self.mant.quantize(v / 2**exp)
+            return mant, np.full(v.shape, exp, dtype=np.int64), sat
         mant = np.zeros(v.shape, dtype=np.int64)
         exp = np.full(v.shape, -1, dtype=np.int64)
         for e in range(self.max_exp + 1):

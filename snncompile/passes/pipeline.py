@@ -8,6 +8,7 @@ import numpy as np
 
 from snncompile.errors import GraphError, PassError, SnnCompileError
 from snncompile.ir.graph import Graph
+from snncompile.ir.ops import Reset
 from snncompile.ir.verify import Verifier
 from snncompile.passes.convert import ConvertReLU
 from snncompile.passes.fold_batchnorm import fold_batchnorm
@@ -39,9 +40,9 @@ def run(graph: Graph, passes: Sequence[Pass], verifier: Verifier | None = None) 
     return graph
 
 
-def convert(data: np.ndarray, percentile: float = 100.0) -> tuple[Pass, ...]:
+def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SUBTRACT) -> tuple[Pass, ...]:
     """Float ANN -> float SNN."""
-    return (fold_batchnorm, ConvertReLU(data=data, percentile=percentile), fuse_linear)
+    return (fold_batchnorm, ConvertReLU(data=data, percentile=percentile, reset=reset), fuse_linear)
 
 
 def loihi2(data: np.ndarray, steps: int, percentile: float = 100.0) -> tuple[Pass, ...]:

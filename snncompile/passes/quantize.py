@@ -26,6 +26,7 @@ from snncompile.errors import Problem, UnsupportedModelError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import (
     IF,
+    LIF,
     BiasEncoder,
     Conv2d,
     Dense,
@@ -63,6 +64,7 @@ class Quantize:
     steps: int
     target: Loihi2 = LOIHI2
     headroom: float = 2.0
+    bias_exp: int | None = None  # fixed exponent for static biases (netx: 6), else per neuron
     name: str = "quantize"
 
     def __call__(self, graph: Graph) -> Graph:
@@ -74,6 +76,9 @@ class Quantize:
             s for n in graph.find((IF, Integrator)) for s in graph.inputs(n) if _host_fed(graph, s)
         ]
         host_values = evaluate(graph, self.data, upto=set(host_sources)) if host_sources else {}
+        for name in graph.find(LIF):
+            problems.append(Problem(name, "LIF", "leaky neurons are not quantized yet; only IF and "
+                                    "integrator neurons map to Loihi 2 in this version"))
         for name in graph.find((IF, Integrator)):
             op = graph.op(name)
             sources = graph.inputs(name)
@@ -103,7 +108,8 @@ class Quantize:
                 bias = sum(self._bias(graph, s) for s in spiking)
                 bmax = float(np.abs(bias).max()) if np.size(bias) else 0.0
                 if bmax > 0:
-                    limits.append(t.bias.max_value / (64 * bmax))
+                    top = t.bias.max_value if self.bias_exp is None else t.bias.mant.max << self.bias_exp
+                    limits.append(top / (64 * bmax))
                 if readout:
                     peak = self._readout_peak(graph, spiking, bmax)
                     limits.append(t.v_max / (64 * peak * self.steps) if peak else np.inf)
@@ -122,7 +128,7 @@ class Quantize:
                     info["weight_saturated"] += sat
                     builder.replace(s, self._fixed_synapse(graph.op(s), w))
                 bias = np.broadcast_to(sum(self._bias(graph, s) for s in spiking), shape)
-                bias_mant, bias_exp, sat = t.bias.encode(bias * scale * 64)
+                bias_mant, bias_exp, sat = t.bias.encode(bias * scale * 64, exp=self.bias_exp)
                 info["bias_saturated"] = sat
             vth = t.vth.max if readout else int(np.clip(round(theta * scale), 1, t.vth.max))
             v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * scale * 64)

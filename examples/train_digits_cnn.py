@@ -2,9 +2,12 @@
 
     python examples/train_digits_cnn.py          # CNN  -> examples/digits_cnn.pt2
     python examples/train_digits_cnn.py --mlp    # MLP  -> examples/digits_mlp.pt2
+    python examples/train_digits_cnn.py --resnet # small ResNet -> examples/digits_resnet.pt2
 
 The CNN is Conv(1->16)-BN-ReLU, Conv(16->32, stride 2)-BN-ReLU, AvgPool 2, Flatten, Linear(128->10)
-on 1x8x8 images; the MLP is 64-64-32-10 with ReLU on flat 64-pixel vectors. Both train on the
+on 1x8x8 images; the MLP is 64-64-32-10 with ReLU on flat 64-pixel vectors; the ResNet is a stem
+conv, one post-activation residual block with an identity shortcut, a strided conv, global
+average pooling and a Linear readout. All train on the
 training split of ``snncompile.data.digits`` with Adam and a fixed seed, in a few seconds on two
 CPU cores, and are exported in eval mode with a dynamic batch dimension.
 """
@@ -47,6 +50,26 @@ def make_mlp() -> nn.Sequential:
     )
 
 
+class ResNet(nn.Module):
+    """stem Conv-BN-ReLU; block: relu(bn(conv(relu(bn(conv(h))))) + h); Conv(s2)-BN-ReLU; GAP; Linear."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.conv1 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width))
+        self.relu = nn.ReLU()
+        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+                                  nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, 10)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = self.relu(self.conv2(self.conv1(h)) + h)
+        return self.fc(torch.flatten(self.pool(self.down(h)), 1))
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> None:
     """Adam on shuffled mini-batches; the shuffling has its own seeded generator."""
     order = torch.Generator().manual_seed(seed)
@@ -69,7 +92,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mlp", action="store_true", help="train the 64-64-32-10 MLP instead")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--mlp", action="store_true", help="train the 64-64-32-10 MLP instead")
+    kind.add_argument("--resnet", action="store_true", help="train the small ResNet instead")
     parser.add_argument("--out", type=Path, help="output file (default: examples/digits_*.pt2)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
@@ -81,15 +106,16 @@ def main(argv: list[str] | None = None) -> None:
     x_train, y_train = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
     x_test, y_test = torch.from_numpy(data.test.x), torch.from_numpy(data.test.y)
 
-    model = make_mlp() if args.mlp else make_cnn()
+    name = "mlp" if args.mlp else "resnet" if args.resnet else "cnn"
+    model = {"mlp": make_mlp, "resnet": ResNet, "cnn": make_cnn}[name]()
     start = time.perf_counter()
     train(model, x_train, y_train, args.epochs, args.seed)
     seconds = time.perf_counter() - start
     model.eval()
-    print(f"trained {'MLP' if args.mlp else 'CNN'} for {args.epochs} epochs in {seconds:.1f} s")
+    print(f"trained {name} for {args.epochs} epochs in {seconds:.1f} s")
     print(f"test accuracy {accuracy(model, x_test, y_test):.4f} on {len(x_test)} samples")
 
-    out = args.out or HERE / ("digits_mlp.pt2" if args.mlp else "digits_cnn.pt2")
+    out = args.out or HERE / f"digits_{name}.pt2"
     batch = torch.export.Dim("batch", min=1)
     example = x_test[:2].clone()  # a view would save the whole test set with it
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))

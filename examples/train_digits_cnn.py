@@ -61,13 +61,14 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU()
         self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
                                   nn.BatchNorm2d(2 * width), nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(2 * width, 10)
 
     def forward(self, x):
         h = self.stem(x)
         h = self.relu(self.conv2(self.conv1(h)) + h)
-        return self.fc(torch.flatten(self.pool(self.down(h)), 1))
+        # global average pooling as a mean over (H, W): torch 2.13's dynamo ONNX exporter turns
+        # flatten(AdaptiveAvgPool2d(1)(x)) into an as_strided Gather chain instead of a Flatten
+        return self.fc(self.down(h).mean(dim=(2, 3)))
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> None:

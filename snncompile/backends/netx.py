@@ -80,6 +80,7 @@ import h5py
 import networkx as nx
 import numpy as np
 
+from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source
 from snncompile.errors import BackendError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import (
@@ -194,26 +195,6 @@ def _same_scaled(a: np.ndarray, a_exp: int, b: np.ndarray, b_exp: int) -> bool:
 # Planning: the chain of netx layers, or the first node that cannot be expressed.
 
 
-def _host_nodes(graph: Graph) -> set[str]:
-    host: set[str] = set()
-    for enc in graph.find(BiasEncoder):
-        host |= nx.ancestors(graph.nx, enc)
-    return host
-
-
-def _neuron_behind(graph: Graph, node: str) -> str | None:
-    """The LoihiNeuron that ``node`` is, or reaches through Flattens (views of its spikes)."""
-    while isinstance(graph.op(node), Flatten):
-        (node,) = graph.inputs(node)
-    return node if isinstance(graph.op(node), LoihiNeuron) else None
-
-
-def _spike_source(graph: Graph, name: str) -> str | None:
-    """The LoihiNeuron a synapse reads."""
-    (node,) = graph.inputs(name)
-    return _neuron_behind(graph, node)
-
-
 def _synapse_users(graph: Graph, name: str) -> list[str]:
     """The synapses reading a neuron's spikes (through Flattens)."""
     found, stack = [], list(graph.users(name))
@@ -266,7 +247,7 @@ def _check_neuron(graph: Graph, name: str, op: LoihiNeuron, encoders: list[str])
         raise _Refused("non-zero initial potential: netx's neurons start at v = 0")
     if len(graph.shape(name)) not in (1, 3):
         raise _Refused(f"neuron shape {graph.shape(name)}: netx layers are (N,) or (C, H, W)")
-    fan_in = sum(_max_input(graph.op(s)) for s in synaptic)
+    fan_in = sum(max_input(graph.op(s)) for s in synaptic)
     if fan_in >= A_IN_LIMIT:
         raise _Refused(f"synaptic input up to {fan_in} >= 2**25 overflows Lava's int32 a_in << 6")
     if not synaptic:
@@ -292,11 +273,6 @@ def _fan_out_hint(graph: Graph, users: list[str]) -> str:
             "one chain of layers (its 'concat'/'average' layers raise NotImplementedError)")
 
 
-def _max_input(op) -> int:
-    w = np.abs(np.asarray(op.weight, dtype=np.int64))
-    return int(w.reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0
-
-
 def _dense_file_weight(op: FixedDense) -> np.ndarray:
     """The file's integer weights whose netx load gives our synapse exactly."""
     w = np.asarray(op.weight, dtype=np.int64)
@@ -313,7 +289,7 @@ def _dense_file_weight(op: FixedDense) -> np.ndarray:
 
 
 def _check_synapse(graph: Graph, name: str, op) -> None:
-    src = _spike_source(graph, name)
+    src = spike_source(graph, name)
     if src is None:
         raise _Refused("must read a LoihiNeuron's spikes (optionally through Flatten)")
     users = graph.users(name)
@@ -329,7 +305,7 @@ def _check_synapse(graph: Graph, name: str, op) -> None:
     ints = [*op.weight.shape[2:], *op.stride, *op.padding, *op.dilation, op.groups]
     if max(ints) > CONV_PARAM_MAX:
         raise _Refused(f"Lava's Conv holds kernel, stride, padding, dilation, groups in int8 (<= {CONV_PARAM_MAX})")
-    if _max_input(op) >= CONV_EXACT_SUM:
+    if max_input(op) >= CONV_EXACT_SUM:
         raise _Refused("a kernel's |weights| sum to >= 2**24: Lava's float32 conv is inexact")
     fmt = op.output_format
     if fmt is None or fmt.bits != CONV_OUT_BITS or not fmt.signed:
@@ -343,7 +319,7 @@ def _through_flatten(graph: Graph, name: str) -> bool:
 
 def _check(graph: Graph) -> None:
     """Raise BackendError for the first node (topological order) netx cannot express."""
-    host = _host_nodes(graph)
+    host = host_nodes(graph)
     inputs = graph.input_names()
     encoders = graph.find(BiasEncoder)
     starts = [n for n in graph.find(LoihiNeuron)
@@ -369,7 +345,7 @@ def _check(graph: Graph) -> None:
             elif isinstance(op, (FixedDense, FixedConv2d)):
                 _check_synapse(graph, name, op)
             elif isinstance(op, Flatten):
-                if _neuron_behind(graph, name) is None or any(
+                if neuron_behind(graph, name) is None or any(
                         not isinstance(graph.op(u), (FixedDense, Flatten)) for u in graph.users(name)):
                     raise _Refused("a Flatten of spikes may only feed a dense layer")
             elif isinstance(op, Output):

@@ -22,13 +22,13 @@ or per-element factor becomes a Dense (1-D) or a diagonal 1×1 Conv2d (3-D, per 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import nir
 import numpy as np
 
 from snncompile.errors import ModelLoadError, Problem, UnsupportedModelError
+from snncompile.frontends.names import sanitize
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
 
@@ -146,10 +146,6 @@ class _Lowering:
         return None
 
 
-def _sanitize(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_]+", "_", str(name)).strip("_") or "node"
-
-
 def from_nir(graph: nir.NIRGraph, dt: float | None = None, source: str = "nir") -> Graph:
     """Lower a NIRGraph (see the module docstring for the time rules)."""
     meta_dt = (graph.metadata or {}).get("dt")
@@ -169,7 +165,7 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, source: str = "nir") 
         op = low.op(nir_name, node)
         if op is None:
             continue
-        name = builder.unique_name(_sanitize(nir_name))
+        name = builder.unique_name(sanitize(nir_name))
         names[nir_name] = name
         inputs = [names[p] for p in preds[nir_name] if p in names]
         if len(inputs) != len(preds[nir_name]):

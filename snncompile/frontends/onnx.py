@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from onnx import numpy_helper
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from snncompile.errors import ModelLoadError, Problem, UnsupportedModelError
+from snncompile.frontends.names import sanitize, unique
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
 
@@ -450,8 +450,8 @@ class _Lowering:
                 names[key] = entry.op.kind.value.lower()
                 continue
             proto = entry.node.proto
-            base = _sanitize(proto.name) if proto.name else f"{proto.op_type}_{entry.node.index}"
-            names[key] = _unique(base + entry.suffix, used)
+            base = sanitize(proto.name) if proto.name else f"{proto.op_type}_{entry.node.index}"
+            names[key] = unique(base + entry.suffix, used)
         return names
 
 
@@ -485,18 +485,6 @@ def _attrs(proto: onnx.NodeProto) -> dict:
         value = onnx.helper.get_attribute_value(attr)
         attrs[attr.name] = value.decode() if isinstance(value, bytes) else value
     return attrs
-
-
-def _sanitize(text: str) -> str:
-    return re.sub(r"\W+", "_", text).strip("_") or "node"
-
-
-def _unique(base: str, used: set) -> str:
-    name, i = base, 1
-    while name in used:
-        name, i = f"{base}_{i}", i + 1
-    used.add(name)
-    return name
 
 
 def _act(value, what: str = "input") -> _Act:

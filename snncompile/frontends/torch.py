@@ -45,6 +45,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from snncompile.errors import ModelLoadError, Problem, UnsupportedModelError
+from snncompile.frontends.names import sanitize, unique
 from snncompile.frontends.pt2_archive import read_exported_program
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
@@ -369,7 +370,7 @@ class _Namer:
                 base = firsts[node] + suffix
             else:
                 base = self._base(node, kind, kinds)
-            names[key] = _unique(base, used)
+            names[key] = unique(base, used)
             firsts.setdefault(node, names[key])
         return names
 
@@ -377,13 +378,13 @@ class _Namer:
     def _base(node: fx.Node, kind: str, kinds: dict) -> str:
         path = _module_path(node)
         if not path:
-            return _sanitize(node.name)
-        base = _sanitize(path)
+            return sanitize(node.name)
+        base = sanitize(path)
         if base[0].isdigit():  # a Sequential's child: "0" reads better as "conv2d_0"
-            return f"{_sanitize(kind)}_{base}"
+            return f"{sanitize(kind)}_{base}"
         if len(kinds[path]) == 1:
             return base
-        return f"{base}_{_sanitize(kind)}"
+        return f"{base}_{sanitize(kind)}"
 
 
 def _module_path(node: fx.Node) -> str:
@@ -392,18 +393,6 @@ def _module_path(node: fx.Node) -> str:
         return ""
     path = list(stack.values())[-1][0]
     return re.sub(r"^L\['self'\]\.?", "", str(path))
-
-
-def _sanitize(text: str) -> str:
-    return re.sub(r"\W+", "_", text).strip("_") or "node"
-
-
-def _unique(base: str, used: set) -> str:
-    name, i = base, 1
-    while name in used:
-        name, i = f"{base}_{i}", i + 1
-    used.add(name)
-    return name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
-from snncompile.ir.ops import IF, LIF, Add, Conv2d, Dense, Input, Integrator, Output, Reset
+from snncompile.ir.ops import IF, LIF, Add, Conv2d, Dense, Integrator, Reset
 from snncompile.sim.ann import UNARY, evaluate
 
 

@@ -49,6 +49,7 @@ from lava.proc.lif.process import LIF  # noqa: E402
 from lava.proc.monitor.process import Monitor  # noqa: E402
 from lava.utils.weightutils import SignMode, clip_weights, truncate_weights  # noqa: E402
 
+from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source  # noqa: E402
 from snncompile.backends.lava.processes import SubtractiveLIF  # noqa: E402
 from snncompile.errors import BackendError, Problem  # noqa: E402
 from snncompile.ir.graph import Graph  # noqa: E402
@@ -83,11 +84,6 @@ LAVA_CONV_EXACT_SUM = 2**24
 # LIF holds a_in in int32 and shifts it by 6: |a_in| must stay below 2**25.
 LAVA_A_IN_LIMIT = 2**25
 
-
-def max_input(op) -> int:
-    """The largest |sum| one output neuron of a synaptic op can receive in a step (0/1 spikes)."""
-    w = np.abs(np.asarray(op.weight, dtype=np.int64))
-    return int(w.reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0
 
 
 def run_config() -> Loihi2SimCfg:
@@ -145,19 +141,6 @@ def _xy(pair: tuple[int, int]) -> tuple[int, int]:
 # What the backend can express.
 
 
-def _through_flattens(graph: Graph, node: str) -> str | None:
-    """The LoihiNeuron that ``node`` is, or reaches through Flattens only; else None."""
-    while isinstance(graph.op(node), Flatten):
-        (node,) = graph.inputs(node)
-    return node if isinstance(graph.op(node), LoihiNeuron) else None
-
-
-def _spike_source(graph: Graph, name: str) -> str | None:
-    """The LoihiNeuron whose spikes a synaptic op reads (Flattens in between are views)."""
-    (src,) = graph.inputs(name)
-    return _through_flattens(graph, src)
-
-
 def _lava_keeps_weights(weight: np.ndarray) -> bool:
     """True when Lava's Dense clip and truncation (MIXED, 8 bits) leave ``weight`` unchanged."""
     w = np.asarray(weight, dtype=np.int64)
@@ -165,18 +148,10 @@ def _lava_keeps_weights(weight: np.ndarray) -> bool:
     return bool(np.array_equal(kept, w))
 
 
-def _host_nodes(graph: Graph) -> set[str]:
-    """Nodes computed on the host: the ancestors of BiasEncoders (Input included)."""
-    host: set[str] = set()
-    for enc in graph.find(BiasEncoder):
-        host |= nx.ancestors(graph.nx, enc)
-    return host
-
-
 def problems(graph: Graph) -> list[Problem]:
     """Every node this backend cannot express, with a hint each (empty when all is well)."""
     found: list[Problem] = []
-    host = _host_nodes(graph)
+    host = host_nodes(graph)
 
     def bad(name: str, hint: str) -> None:
         found.append(Problem(name, graph.op(name).kind.value, hint))
@@ -194,7 +169,7 @@ def problems(graph: Graph) -> list[Problem]:
         elif isinstance(op, LoihiNeuron):
             found += _neuron_problems(graph, name, op)
         elif isinstance(op, FixedDense):
-            src = _spike_source(graph, name)
+            src = spike_source(graph, name)
             if src is None:
                 bad(name, "FixedDense must read a LoihiNeuron's spikes (optionally through Flatten)")
             elif op.weight.shape[1] != math.prod(graph.shape(src)):
@@ -220,7 +195,7 @@ def problems(graph: Graph) -> list[Problem]:
                 bad(name, "an Output must read a LoihiNeuron (its v after the last step)")
         elif isinstance(op, Flatten) and name not in host:
             users = graph.users(name)
-            if _through_flattens(graph, name) is None or not all(
+            if neuron_behind(graph, name) is None or not all(
                 isinstance(graph.op(u), (FixedDense, Flatten)) for u in users
             ):
                 bad(name, "a Flatten of spikes may only feed FixedDense")
@@ -375,7 +350,7 @@ def _synapse(graph: Graph, name: str, net: LavaNetwork):
         return net.synapses[name]
     op = graph.op(name)
     if isinstance(op, FixedDense):
-        src = _spike_source(graph, name)
+        src = spike_source(graph, name)
         weight = dense_columns_to_lava(np.asarray(op.weight, dtype=np.int64), graph.shape(src))
         proc = Dense(
             weights=weight,
@@ -412,7 +387,7 @@ def _components(graph: Graph) -> list[list[str]]:
         if isinstance(op, LoihiNeuron):
             spiking.add_node(name)
         elif isinstance(op, (FixedDense, FixedConv2d)):
-            src = _spike_source(graph, name)
+            src = spike_source(graph, name)
             for user in graph.users(name):
                 spiking.add_edge(src, user)
     order = {n: i for i, n in enumerate(graph.order())}

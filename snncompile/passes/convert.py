@@ -38,10 +38,36 @@ def identity_synapse(shape: tuple[int, ...], gain: float) -> Dense | Conv2d:
     return Dense(weight=np.eye(int(np.prod(shape))) * gain)
 
 
-def activation_scale(values: np.ndarray, percentile: float) -> float:
-    """λ for one layer: the max (percentile 100) or a high percentile of the activations."""
+THRESHOLD_MODES = ("max", "percentile", "mse")
+MSE_CANDIDATES = 95  # max·(1 − 0.01 i), i = 0 .. 94 (the calibration paper's grid)
+
+
+def quantized_clipped(a: np.ndarray, theta: float, steps: int) -> np.ndarray:
+    """What an IF neuron (v starting at 0, reset by subtraction) can represent in ``steps``
+    steps: floor(clamp(a/θ·T, 0, T))·θ/T."""
+    return np.floor(np.clip(a / theta * steps, 0, steps)) * theta / steps
+
+
+def mse_threshold(values: np.ndarray, steps: int) -> float:
+    """The candidate max·(1 − 0.01 i) with the least squared error between the activations and
+    their T-step quantized, clipped version (Li et al. 2021, §4; floor, as our neuron has no
+    initial half-threshold potential)."""
     flat = np.asarray(values, dtype=np.float64).ravel()
-    lam = float(flat.max() if percentile >= 100 else np.percentile(flat, percentile))
+    top = float(flat.max())
+    if top <= 0:
+        return 1.0
+    candidates = top * (1 - 0.01 * np.arange(MSE_CANDIDATES))
+    errors = [np.sum((flat - quantized_clipped(flat, c, steps)) ** 2) for c in candidates]
+    return float(candidates[int(np.argmin(errors))])
+
+
+def activation_scale(values: np.ndarray, percentile: float, mode: str = "max", steps: int = 32) -> float:
+    """λ for one layer: ``max``, a high ``percentile`` of the activations, or the ``mse`` grid
+    search for ``steps`` steps. ``percentile`` ≥ 100 in mode "max"/"percentile" means the max."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if mode == "mse":
+        return mse_threshold(flat, steps)
+    lam = float(flat.max() if mode == "max" or percentile >= 100 else np.percentile(flat, percentile))
     return lam if lam > 0 else 1.0  # a silent layer: any positive threshold keeps it silent
 
 
@@ -52,7 +78,15 @@ class ConvertReLU:
     data: np.ndarray
     percentile: float = 100.0
     reset: Reset = Reset.SUBTRACT
+    mode: str = "max"  # threshold selection: max | percentile | mse (see activation_scale)
+    steps: int = 32  # the time steps the mse search optimizes for
     name: str = "convert_relu"
+
+    def __post_init__(self):
+        if self.mode not in THRESHOLD_MODES:
+            raise ValueError(f"threshold mode must be one of {THRESHOLD_MODES}, not {self.mode!r}")
+        if self.mode == "percentile" and self.percentile >= 100:
+            object.__setattr__(self, "percentile", 99.99)
 
     def __call__(self, graph: Graph) -> Graph:
         relus = graph.find(ReLU)
@@ -62,7 +96,7 @@ class ConvertReLU:
         problems = []
         scales: dict[str, float] = {}
         for relu in relus:
-            lam = activation_scale(acts[relu].numpy(), self.percentile)
+            lam = activation_scale(acts[relu].numpy(), self.percentile, self.mode, self.steps)
             scales[relu] = lam
             builder.replace(relu, IF(threshold=np.full(graph.shape(relu), lam), reset=self.reset))
             for synapse in self._downstream_synapses(graph, relu, problems):

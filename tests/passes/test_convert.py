@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from snncompile.ir import IF, Dense, Integrator, ReLU, Reset
 from snncompile.passes import pipeline
@@ -69,3 +70,26 @@ def test_residual_add_becomes_membrane_add_with_an_identity_synapse(digits_image
     import torch
     into = UNARY[Conv2d](snn.op("conv3"), torch.tensor(s2)) + UNARY[Conv2d](ident, torch.tensor(s1))
     assert torch.allclose(into, acts["add"], atol=1e-9)
+
+
+def test_threshold_modes(digits_flat):
+    from snncompile.passes.convert import MSE_CANDIDATES, activation_scale, mse_threshold, quantized_clipped
+
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.exponential(1.0, 5000), [40.0]])  # one outlier far above the rest
+    assert activation_scale(a, 100.0, "max") == 40.0
+    assert activation_scale(a, 99.0, "percentile") == pytest.approx(np.percentile(a, 99.0))
+    theta = mse_threshold(a, steps=8)
+    grid = 40.0 * (1 - 0.01 * np.arange(MSE_CANDIDATES))
+    errors = [np.sum((a - quantized_clipped(a, c, 8)) ** 2) for c in grid]
+    assert theta == pytest.approx(grid[int(np.argmin(errors))])
+    assert theta < 40.0 * 0.5  # the outlier is clipped rather than costing every other value
+    # quantized_clipped is what an IF neuron counts in T steps: floor, clipped to [0, θ]
+    assert quantized_clipped(np.array([-1.0, 0.26, 0.5, 2.0]), 1.0, 4).tolist() == [0.0, 0.25, 0.5, 1.0]
+
+    g = make_mlp(seed=3)
+    snn = ConvertReLU(data=digits_flat.train.x[:64], mode="mse", steps=16)(g)
+    acts = evaluate(g, digits_flat.train.x[:64])
+    assert np.allclose(snn.op("relu1").threshold, mse_threshold(acts["relu1"].numpy(), 16))
+    with pytest.raises(ValueError, match="threshold mode"):
+        ConvertReLU(data=digits_flat.train.x[:4], mode="median")

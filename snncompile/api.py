@@ -15,6 +15,7 @@ from snncompile.errors import ModelLoadError, SnnCompileError
 from snncompile.ir.ops import Reset
 from snncompile.ir.graph import Graph
 from snncompile.passes import pipeline
+from snncompile.passes.partition import Partition, Placement
 from snncompile.report import Report, build_report, write_report
 from snncompile.sim import ann
 from snncompile.sim import snn as float_snn
@@ -33,6 +34,7 @@ class Options:
     percentile: float = 100.0
     device: str | None = None
     progress: bool = True
+    chips: int = 1  # Loihi 2 chips the model must fit on (loihi2 and netx targets)
 
 
 @dataclass
@@ -44,6 +46,17 @@ class Compiled:
     fixed_graph: Graph | None
     report: Report
     files: dict[str, Path] = field(default_factory=dict)
+    placement: Placement | None = None  # where the fixed-point graph's neurons go on Loihi 2
+
+
+@dataclass
+class Inspection:
+    """A model compiled to Loihi 2 fixed point and placed on cores, without running it."""
+
+    float_graph: Graph
+    snn_graph: Graph
+    fixed_graph: Graph
+    placement: Placement
 
 
 FRONTENDS = {".onnx": "snncompile.frontends.onnx", ".nir": "snncompile.frontends.nir"}
@@ -76,12 +89,36 @@ def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
     return pipeline.run(graph, pipeline.convert(calib, options.percentile, reset=reset))
 
 
+def _fixed_point(snn: Graph, calib: np.ndarray, options: Options) -> tuple[Graph, Placement]:
+    """Quantize the float SNN for Loihi 2, then place it on ``options.chips`` chips (raises
+    ResourceError when it does not fit)."""
+    if options.chips < 1:
+        raise SnnCompileError(f"chips must be at least 1, got {options.chips}")
+    quantize = pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
+                                 bias_exp=6 if options.target == "netx" else None)
+    fixed_graph = pipeline.run(snn, (quantize,))
+    return fixed_graph, Partition(target=LOIHI2, chips=options.chips)(fixed_graph)
+
+
+def inspect_model(model: str | Path | Graph, options: Options = Options()) -> Inspection:
+    """Compile ``model`` to Loihi 2 fixed point and place it on cores; runs nothing, writes nothing."""
+    graph = model if isinstance(model, Graph) else load_model(model)
+    (inp,) = graph.input_names()
+    ds = datasets.load(options.data, graph.shape(inp))
+    calib = ds.train.x[: options.calib_samples]
+    snn = to_snn(graph, calib, options)
+    fixed_graph, placement = _fixed_point(snn, calib, options)
+    return Inspection(graph, snn, fixed_graph, placement)
+
+
 def compile_model(model: str | Path | Graph, outdir: str | Path, options: Options = Options()) -> Compiled:
     """Compile ``model`` for ``options.target``, check it on the data, write outputs to ``outdir``.
 
     loihi2: fixed point, reference simulator on the test split, Lava on ``samples`` samples,
     model.nir; netx: the same with reset to zero and biases netx can hold, plus model.net;
     nir: the float SNN only (model.nir). Every target writes report.json and report.md.
+    loihi2 and netx also place the fixed-point graph on ``chips`` Loihi 2 chips (ResourceError,
+    before anything runs, when it does not fit) and report the resources.
     Outputs are written to a temporary folder first and moved into ``outdir`` only when everything
     succeeded: a failure leaves no half-written output.
     """
@@ -98,11 +135,9 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     t0 = time.perf_counter()
     snn = to_snn(graph, calib, options)
     is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
-    fixed_graph = None
+    fixed_graph, placement = None, None
     if options.target != "nir":
-        quantize = pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
-                                     bias_exp=6 if options.target == "netx" else None)
-        fixed_graph = pipeline.run(snn, (quantize,))
+        fixed_graph, placement = _fixed_point(snn, calib, options)
     timings["compile_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -138,9 +173,10 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         snn_accuracy=None if snn_logits is None else accuracy(snn_logits, ds.test.y),
         ann_logits=ann_logits, snn_logits=None if snn_logits is None else snn_logits / options.steps,
         stats=stats, comparison=comparison, test_samples=len(ds.test), calib_samples=len(calib),
-        timings=timings,
+        timings=timings, placement=placement,
     )
-    return Compiled(graph, snn, fixed_graph, report, _write_outputs(Path(outdir), snn, fixed_graph, report, options))
+    files = _write_outputs(Path(outdir), snn, fixed_graph, report, options)
+    return Compiled(graph, snn, fixed_graph, report, files, placement)
 
 
 def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: Report, options: Options):

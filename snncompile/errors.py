@@ -53,3 +53,7 @@ class DataError(SnnCompileError):
 
 class BackendError(SnnCompileError):
     """A backend cannot express or run the graph."""
+
+
+class ResourceError(SnnCompileError):
+    """The model does not fit the chips it was given: names the layers and the shortfall."""

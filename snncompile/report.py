@@ -13,7 +13,9 @@ import torch
 
 import snncompile
 from snncompile.ir.graph import Graph
-from snncompile.ir.ops import IF, FixedConv2d, FixedDense, LoihiNeuron
+from snncompile.ir.ops import IF, FixedConv2d, FixedDense, Flatten, LoihiNeuron, Output
+from snncompile.passes.partition import Placement, connections, incoming, spike_source
+from snncompile.targets.loihi2 import LOIHI2
 
 
 @dataclass
@@ -37,7 +39,15 @@ class Report:
                          f"{be['steps']} steps, mismatches: {be['mismatches']}")
             lines.append(f"saturations: {sum(layer['saturations'] for layer in d['layers'])}"
                          + _breakdown(d["layers"]))
+        res = d.get("resources")
+        if res is not None:
+            lines.append(_placement_line(res))
         return "\n".join(lines)
+
+
+def _placement_line(res: dict) -> str:
+    return (f"Loihi 2: {res['cores_used']} core(s) on {res['chips_used']} of {res['chips']} chip(s); "
+            f"lower bound {res['lower_bound']} core(s), ratio {res['cores_over_lower_bound']:.2f}")
 
 
 def _pct(a) -> str:
@@ -69,7 +79,7 @@ def _synapses(graph: Graph, neuron: str) -> int:
 
 def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, float_snn_accuracy,
                  snn_accuracy, ann_logits, snn_logits, stats, comparison, test_samples, calib_samples,
-                 timings) -> Report:
+                 timings, placement: Placement | None = None) -> Report:
     layers = _fixed_layers(fixed_graph, snn_graph, stats, test_samples, options.steps) if fixed_graph else [
         {"name": n, "op": snn_graph.op(n).kind.value, "shape": list(snn_graph.shape(n)),
          "neurons": int(np.prod(snn_graph.shape(n))), "synapses": None,
@@ -103,6 +113,8 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
         "input_encoding": "first layer computed on the host, fed as neuron bias (13-bit mantissa, "
                           "3-bit exponent) every step",
         "readout": "non-spiking neuron (vth at maximum), membrane read after the last step",
+        "resources": None if placement is None or fixed_graph is None else
+        _resources(placement, fixed_graph, stats, test_samples, options.steps),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "environment": {
             "snncompile": snncompile.__version__, "python": platform.python_version(),
@@ -110,6 +122,55 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
         },
     }
     return Report(data)
+
+
+def outgoing_synapses(graph: Graph, population: str) -> int:
+    """Synapses leaving a population: the sum of the connections of the synaptic ops it feeds."""
+    return sum(connections(graph, s) for s in graph.find((FixedDense, FixedConv2d))
+               if spike_source(graph, s) == population)
+
+
+def _resources(placement: Placement, fixed_graph: Graph, stats: dict, test_samples: int, steps: int) -> dict:
+    """report.json's ``resources``: the placement and an activity and energy estimate."""
+    res = placement.as_dict()
+    res["limits_note"] = ("conservative defaults, not published Loihi 2 figures "
+                          "(derivations in snncompile/targets/loihi2.py)")
+    res["lower_bound_rule"] = ("max(ceil(neurons / neurons per core), ceil(synapse bytes / bytes per core)); "
+                               "synapse bytes as if no layer were split: each conv kernel stored once, one "
+                               "input axon per source neuron (dense) or pixel (conv)")
+    res["activity"] = _activity(fixed_graph, stats, test_samples, steps) if stats else None
+    return res
+
+
+def _activity(graph: Graph, stats: dict, test_samples: int, steps: int, target=LOIHI2) -> dict:
+    """Spikes, synaptic operations and neuron updates per inference, and an energy estimate."""
+    layers, spikes, synops, updates = [], 0.0, 0.0, 0
+    for name in graph.find(LoihiNeuron):
+        neurons = int(np.prod(graph.shape(name)))
+        out = outgoing_synapses(graph, name)
+        layer_spikes = stats[name].spikes / max(1, test_samples) if name in stats else 0.0
+        # LayerStats holds one spike count per layer, so every spike is charged the layer's
+        # mean fan-out (synapses leaving the layer / its neurons)
+        layer_synops = layer_spikes * out / neurons
+        layers.append({"name": name, "spikes": layer_spikes, "outgoing_synapses": out,
+                       "synaptic_ops": layer_synops, "neuron_updates": neurons * steps})
+        spikes, synops, updates = spikes + layer_spikes, synops + layer_synops, updates + neurons * steps
+    pj = 1e-6  # pJ -> µJ
+    return {
+        "per_inference": {"spikes": spikes, "synaptic_ops": synops, "neuron_updates": updates, "steps": steps},
+        "layers": layers,
+        "energy_estimate_uJ": {
+            "low": (synops * target.synop_energy_pj + updates * target.neuron_update_energy_pj) * pj,
+            "high": (synops * target.synop_energy_pj + updates * target.active_neuron_update_energy_pj) * pj,
+            "pJ_per_synaptic_op": target.synop_energy_pj,
+            "pJ_per_neuron_update": [target.neuron_update_energy_pj, target.active_neuron_update_energy_pj],
+            "source": "Davies et al., Loihi: A Neuromorphic Manycore Processor with On-Chip Learning, "
+                      "IEEE Micro 38(1), 2018, Table 2: LOIHI 1 figures (no Loihi 2 figures are published)",
+            "note": "an estimate, not a measurement: Loihi 1 energies per operation times the reference "
+                    "simulator's mean counts per test sample; low/high charge every neuron update as inactive "
+                    "(52 pJ) / active (81 pJ); spike routing, host I/O and static power are not included",
+        },
+    }
 
 
 def _fixed_layers(fixed_graph, snn_graph, stats, test_samples, steps) -> list[dict]:
@@ -186,6 +247,85 @@ def _md(report: Report) -> str:
             f"{show(layer['spike_rate'], '{:.4f}')} | {layer['saturations']} |"
         )
     lines += ["", f"Input: {d['input_encoding']}. Readout: {d['readout']}.", ""]
+    if d.get("resources") is not None:
+        lines += _md_resources(d["resources"])
+    return "\n".join(lines)
+
+
+def _md_resources(res: dict) -> list[str]:
+    limits, totals, util = res["core_limits"], res["totals"], res["utilization"]
+    terms = res["lower_bound_terms"]
+    lines = [
+        "## Resources (Loihi 2)",
+        "",
+        f"**{res['cores_used']} core(s)** on {res['chips_used']} of {res['chips']} chip(s) "
+        f"({res['cores_available']} cores available). Lower bound: {res['lower_bound']} core(s) = "
+        f"max(⌈neurons / per core⌉ = {terms['neurons']}, "
+        f"⌈synapse bytes / per core⌉ = {terms['synapse_bytes']}); "
+        f"cores used / lower bound = {res['cores_over_lower_bound']:.2f}.",
+        "",
+        f"Per-core limits: {res['limits_note']}.",
+        "",
+        "| resource | total | per-core limit | utilization min / mean / max |",
+        "|---|---|---|---|",
+    ]
+    for key, label in (("neurons", "neurons"), ("synapse_bytes", "synaptic memory (bytes)"),
+                       ("fan_in", "input axons"), ("fan_out", "output axons")):
+        u = util[key]
+        lines.append(f"| {label} | {totals[key]} | {limits[key]} | "
+                     f"{u['min']:.1%} / {u['mean']:.1%} / {u['max']:.1%} |")
+    lines += ["", "| layer | cores | core range |", "|---|---|---|"]
+    lines += [f"| {layer['name']} | {layer['cores']} | {layer['core_range']} |" for layer in res["layers"]]
+    act = res.get("activity")
+    if act is not None:
+        per, energy = act["per_inference"], act["energy_estimate_uJ"]
+        lines += [
+            "",
+            "### Activity and energy per inference (estimate)",
+            "",
+            f"From the reference simulator, mean over the test samples ({per['steps']} steps): "
+            f"{per['spikes']:.0f} spikes, {per['synaptic_ops']:.0f} synaptic operations, "
+            f"{per['neuron_updates']} neuron updates.",
+            "",
+            f"**Estimated energy: {energy['low']:.3g}–{energy['high']:.3g} µJ per inference**, using "
+            f"{energy['pJ_per_synaptic_op']} pJ per synaptic operation and "
+            f"{energy['pJ_per_neuron_update'][0]:g}–{energy['pJ_per_neuron_update'][1]:g} pJ per neuron update: "
+            f"{energy['source']}. This is {energy['note']}.",
+            "",
+        ]
+    return lines
+
+
+def ir_table(graph: Graph, placement: Placement | None = None) -> str:
+    """The fixed-point IR as a text table: name, op, shape, neurons, synapses, cores.
+
+    Synapses are (source, target) pairs joined by a nonzero weight; a synaptic op sits on the
+    cores of the neurons it ends on; nodes computed once per sample on the host say 'host'.
+    """
+    chip_ops = (LoihiNeuron, FixedDense, FixedConv2d)
+    rows = [("name", "op", "shape", "neurons", "synapses", "cores")]
+    for name, op in graph.nodes():
+        neurons = synapses = "—"
+        cores = "host"
+        kind = op.kind.value
+        if isinstance(op, LoihiNeuron):
+            kind += " (readout)" if op.readout else ""
+            neurons = str(int(np.prod(graph.shape(name))))
+            synapses = str(sum(connections(graph, s) for s in incoming(graph, name)))
+            cores = placement.core_range(name) if placement else "—"
+        elif isinstance(op, (FixedDense, FixedConv2d)):
+            synapses = str(connections(graph, name))
+            users = [u for u in graph.users(name) if isinstance(graph.op(u), LoihiNeuron)]
+            cores = ",".join(placement.core_range(u) for u in users) if placement else "—"
+        elif isinstance(op, Output) or (isinstance(op, Flatten) and
+                                        isinstance(graph.op(graph.inputs(name)[0]), chip_ops)):
+            cores = "—"  # the readout's membrane is read out; a Flatten of spikes is a view
+        rows.append((name, kind, "x".join(map(str, graph.shape(name))), neurons, synapses, cores))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if placement is not None:
+        lines += ["", _placement_line(placement.as_dict())]
     return "\n".join(lines)
 
 

@@ -4,6 +4,8 @@ Arithmetic widths are read from Lava 0.10's bit-accurate process models
 (``lava/proc/lif/models.py`` PyLifModelBitAcc, ``lava/proc/dense/models.py``
 PyDenseModelBitAcc, ``lava/proc/conv/models.py`` PyConvModelFixed, and
 ``lava/utils/weightutils.py``), which are the stand-in for the chip in this project.
+Resource figures (cores, neurons, synapses) come from Intel's public Loihi 2 brief; per-core
+limits are not published and are conservative defaults, each derivation stated where it is set.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snncompile.ir.fixed_point import IntFormat, MantExpFormat
+
+CORES_PER_CHIP = 128
+NEURONS_PER_CHIP = 1_000_000
+SYNAPSES_PER_CHIP = 120_000_000
+CHIP_SYNAPSE_BITS = 1  # the bits per synapse the chip's synapse count assumes (see Loihi2)
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,42 @@ class Loihi2:
 
     # Chip-level figures (Intel's Loihi 2 brief, "Taking Neuromorphic Computing to the Next
     # Level with Loihi 2", 2021): 128 neuro-cores, up to 1 M neurons and 120 M synapses per chip.
-    cores_per_chip: int = 128
-    neurons_per_chip: int = 1_000_000
-    synapses_per_chip: int = 120_000_000
+    # Lava 0.10 agrees on the cores: NUM_VIRTUAL_CORES_L2 = 128 (magma/compiler/subcompilers/constants.py).
+    cores_per_chip: int = CORES_PER_CHIP
+    neurons_per_chip: int = NEURONS_PER_CHIP
+    synapses_per_chip: int = SYNAPSES_PER_CHIP
+
+    # Per-core limits (passes/partition.py). Intel publishes none of these for Loihi 2, so each is
+    # a conservative default derived below, not a chip fact; lower or raise them with
+    # dataclasses.replace(LOIHI2, ...).
+    # Neurons: 1,000,000 / 128 = 7812.5, rounded down. (If the brief's "1 M" means 2**20, the
+    # figure would be 8192; we take the smaller.)
+    neurons_per_core: int = NEURONS_PER_CHIP // CORES_PER_CHIP
+    # Synaptic memory: the chip's 120 M synapses spread over 128 cores, each synapse counted at
+    # CHIP_SYNAPSE_BITS = 1 bit, the densest weight format. Loihi 1's figures fit that reading: 130 M
+    # synapses ~ 128 cores x 1 Mbit (nengo-loihi, nengo_loihi/block.py: MAX_SYNAPSE_BITS =
+    # 1,048,576 per core). 120e6 bits / 8 / 128 = 117,187 bytes (114 KiB) per core.
+    synapse_bytes_per_core: int = SYNAPSES_PER_CHIP * CHIP_SYNAPSE_BITS // 8 // CORES_PER_CHIP
+    # Input axons (one per source neuron a core receives spikes from; per source pixel for a
+    # convolution's population axons) and output axons (one per source neuron or pixel and
+    # destination core): Loihi 1's 4096 and 4096 per core (nengo-loihi, nengo_loihi/block.py:
+    # MAX_IN_AXONS, MAX_OUT_AXONS, as NxSDK defines them). No Loihi 2 figure is public.
+    fan_in_per_core: int = 4096
+    fan_out_per_core: int = 4096
+    # Bytes one stored synapse takes: its weight (Lava's num_weight_bits = 8). Zero weights are
+    # not stored; a sparse format's per-synapse index bits are not modelled.
+    weight_bytes: int = 1
+    # Bytes of synaptic memory per input axon: one 64-bit word (nengo-loihi's Loihi 1 model,
+    # SynapseConfig.bits_per_axon: a 10-bit synapse-list header, rounded up to 64-bit words).
+    axon_bytes: int = 8
+
+    # Energy per operation, for the report's estimate only. These are LOIHI 1 figures (Davies et
+    # al., "Loihi: A Neuromorphic Manycore Processor with On-Chip Learning", IEEE Micro 38(1),
+    # 2018, Table 2): 23.6 pJ per synaptic spike operation (the table's minimum), 52 pJ
+    # per inactive and 81 pJ per active neuron update. Intel has published no Loihi 2 equivalents.
+    synop_energy_pj: float = 23.6
+    neuron_update_energy_pj: float = 52.0
+    active_neuron_update_energy_pj: float = 81.0
 
     @property
     def vth_max(self) -> int:

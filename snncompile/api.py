@@ -15,6 +15,7 @@ from snncompile.errors import ModelLoadError, SnnCompileError
 from snncompile.ir.ops import Reset
 from snncompile.ir.graph import Graph
 from snncompile.passes import pipeline
+from snncompile.passes.calibrate import BiasCorrection
 from snncompile.passes.partition import Partition, Placement
 from snncompile.report import Report, build_report, write_report
 from snncompile.sim import ann
@@ -32,6 +33,8 @@ class Options:
     samples: int = 4  # samples run on Lava and compared bit for bit
     calib_samples: int = 256
     percentile: float = 100.0
+    threshold: str = "max"  # threshold balancing: max | percentile | mse (passes.convert)
+    calibrate: str = "none"  # none | light (bias correction in fixed point, passes.calibrate)
     device: str | None = None
     progress: bool = True
     chips: int = 1  # Loihi 2 chips the model must fit on (loihi2 and netx targets)
@@ -86,17 +89,23 @@ def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
     if any(op.neuron for _, op in graph.nodes()):
         return pipeline.run(graph, (pipeline.fuse_linear,))
     reset = Reset.ZERO if options.target == "netx" else Reset.SUBTRACT
-    return pipeline.run(graph, pipeline.convert(calib, options.percentile, reset=reset))
+    passes = pipeline.convert(calib, options.percentile, reset=reset, mode=options.threshold, steps=options.steps)
+    return pipeline.run(graph, passes)
 
 
-def _fixed_point(snn: Graph, calib: np.ndarray, options: Options) -> tuple[Graph, Placement]:
-    """Quantize the float SNN for Loihi 2, then place it on ``options.chips`` chips (raises
-    ResourceError when it does not fit)."""
+def _fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | None = None) -> tuple[Graph, Placement]:
+    """Quantize the float SNN for Loihi 2 (and calibrate it against ``ann`` when asked), then
+    place it on ``options.chips`` chips (raises ResourceError when it does not fit)."""
     if options.chips < 1:
         raise SnnCompileError(f"chips must be at least 1, got {options.chips}")
-    quantize = pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
-                                 bias_exp=6 if options.target == "netx" else None)
-    fixed_graph = pipeline.run(snn, (quantize,))
+    if options.calibrate not in ("none", "light"):
+        raise SnnCompileError(f"--calibrate must be none or light, not '{options.calibrate}'")
+    bias_exp = 6 if options.target == "netx" else None
+    passes = (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2, bias_exp=bias_exp),)
+    if options.calibrate == "light" and ann is not None:
+        passes += (BiasCorrection(ann=ann, data=calib, steps=options.steps, bias_exp=bias_exp,
+                                  progress=options.progress),)
+    fixed_graph = pipeline.run(snn, passes)
     return fixed_graph, Partition(target=LOIHI2, chips=options.chips)(fixed_graph)
 
 
@@ -107,7 +116,7 @@ def inspect_model(model: str | Path | Graph, options: Options = Options()) -> In
     ds = datasets.load(options.data, graph.shape(inp))
     calib = ds.train.x[: options.calib_samples]
     snn = to_snn(graph, calib, options)
-    fixed_graph, placement = _fixed_point(snn, calib, options)
+    fixed_graph, placement = _fixed_point(snn, calib, options, graph)
     return Inspection(graph, snn, fixed_graph, placement)
 
 
@@ -137,7 +146,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
     fixed_graph, placement = None, None
     if options.target != "nir":
-        fixed_graph, placement = _fixed_point(snn, calib, options)
+        fixed_graph, placement = _fixed_point(snn, calib, options, graph)
     timings["compile_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

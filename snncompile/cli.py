@@ -31,8 +31,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive, default=32, help="time steps per sample (default 32)")
     p.add_argument("--data", default="digits", help="'digits' or a .npz file with x (and y)")
     p.add_argument("--calib-samples", type=_positive, default=256, help="calibration samples (default 256)")
-    p.add_argument("--percentile", type=float, default=100.0,
-                   help="activation percentile for threshold balancing (default 100 = max)")
+    p.add_argument("--threshold", choices=["max", "percentile", "mse"], default="max",
+                   help="threshold balancing: max activation (default), a percentile of it, or the "
+                   "calibration paper's MSE grid search for the given steps")
+    p.add_argument("--percentile", type=float, default=99.99,
+                   help="the percentile for --threshold percentile (default 99.99)")
+    p.add_argument("--calibrate", choices=["none", "light"], default="none",
+                   help="light: per-channel bias correction measured in Loihi 2 fixed point")
     p.add_argument("--chips", type=_positive, default=1,
                    help="Loihi 2 chips the model must fit on (default 1; 128 cores each)")
 
@@ -74,7 +79,8 @@ def inspect(argv: list[str]) -> int:
     from snncompile.report import ir_table
 
     options = Options(steps=args.steps, data=args.data, calib_samples=args.calib_samples,
-                      percentile=args.percentile, chips=args.chips, progress=False)
+                      percentile=args.percentile, threshold=args.threshold, calibrate=args.calibrate,
+                      chips=args.chips, progress=False)
     try:
         result = inspect_model(args.model, options)
     except SnnCompileError as exc:
@@ -93,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     options = Options(
         target=args.target, steps=args.steps, data=args.data, samples=args.samples,
-        calib_samples=args.calib_samples, percentile=args.percentile, device=args.device,
+        calib_samples=args.calib_samples, percentile=args.percentile, threshold=args.threshold,
+        calibrate=args.calibrate, device=args.device,
         progress=not args.no_progress and sys.stderr.isatty(), chips=args.chips,
     )
     try:

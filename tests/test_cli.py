@@ -102,3 +102,13 @@ def test_netx_and_nir_targets_and_a_nir_model(tmp_path):
     again = json.loads((tmp_path / "again" / "report.json").read_text())
     assert again["ann_accuracy"] is None and again["bit_exact"]["mismatches"] == 0
     assert again["float_snn_accuracy"] == report["float_snn_accuracy"]
+
+
+@pytest.mark.lava
+def test_mse_thresholds_and_light_calibration(tmp_path):
+    proc = snncompile(CNN, "-o", tmp_path / "out", "--steps", 16, "--samples", 1,
+                      "--threshold", "mse", "--calibrate", "light")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["bit_exact"]["mismatches"] == 0
+    assert report["snn_accuracy"] >= 0.95 * report["ann_accuracy"]  # plain max balancing: ~0.90 at T=16

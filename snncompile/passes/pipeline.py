@@ -40,9 +40,11 @@ def run(graph: Graph, passes: Sequence[Pass], verifier: Verifier | None = None) 
     return graph
 
 
-def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SUBTRACT) -> tuple[Pass, ...]:
-    """Float ANN -> float SNN."""
-    return (fold_batchnorm, ConvertReLU(data=data, percentile=percentile, reset=reset), fuse_linear)
+def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SUBTRACT, mode: str = "max",
+            steps: int = 32) -> tuple[Pass, ...]:
+    """Float ANN -> float SNN (threshold ``mode``: max | percentile | mse for ``steps`` steps)."""
+    return (fold_batchnorm, ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps),
+            fuse_linear)
 
 
 def loihi2(data: np.ndarray, steps: int, percentile: float = 100.0) -> tuple[Pass, ...]:

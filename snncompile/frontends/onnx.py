@@ -45,6 +45,7 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 
 from snncompile.errors import ModelLoadError, Problem, UnsupportedModelError
 from snncompile.frontends.names import sanitize, unique
+from snncompile.frontends.lowering import Entry, Reject
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
 
@@ -214,24 +215,6 @@ class _Node:
         return self.args[i] if i < len(self.args) else None
 
 
-@dataclass
-class _Entry:
-    """One IR node to be: the ONNX node it comes from (None for Input), its op, inputs' keys."""
-
-    node: _Node | None
-    op: ir.Op
-    inputs: list[int]
-    suffix: str = ""
-
-
-class _Reject(Exception):
-    """Raised by a lowering: this node is unsupported, and ``hint`` says what to do."""
-
-    def __init__(self, hint: str):
-        super().__init__(hint)
-        self.hint = hint
-
-
 # ---------------------------------------------------------------------------------------------
 # The walk.
 
@@ -243,7 +226,7 @@ class _Lowering:
         self.graph = model.graph
         self.source = source
         self.opset = _default_opset(model)
-        self.entries: list[_Entry] = []
+        self.entries: list[Entry] = []
         self.values: dict[str, object] = {}
         self.problems: list[Problem] = []
         self.trials: tuple[int, ...] = TRIAL_BATCHES
@@ -293,7 +276,7 @@ class _Lowering:
             return
         if dims[0]:
             self.trials = (dims[0],)  # a fixed batch: run-time shapes are constants
-        self.entries.append(_Entry(None, ir.Input(shape=tuple(dims[1:])), []))
+        self.entries.append(Entry(None, ir.Input(shape=tuple(dims[1:])), []))
         self.values[value.name] = _Act(0, tuple(dims[1:]))
 
     def _output(self) -> int | None:
@@ -308,7 +291,7 @@ class _Lowering:
             if value.key == BROKEN:
                 return None
             key = len(self.entries)
-            self.entries.append(_Entry(None, ir.Output(), [value.key]))
+            self.entries.append(Entry(None, ir.Output(), [value.key]))
             return key
         hint = "the output does not depend on the input"
         self._graph_problem(outputs[0].name, "graph output", hint)
@@ -336,7 +319,7 @@ class _Lowering:
         try:
             value = lowering(self, node)
             self._check_extra_outputs(node)
-        except _Reject as reject:
+        except Reject as reject:
             self._reject(node, op_type, reject.hint)
             return
         self._store(node, [value] + [self._broken(name) for name in proto.output[1:]])
@@ -403,7 +386,7 @@ class _Lowering:
     def _check_extra_outputs(self, node: _Node) -> None:
         extra = [name for name in node.proto.output[1:] if name and self.consumers[name]]
         if extra:
-            raise _Reject(f"uses secondary output(s) {extra} (training statistics or a mask)")
+            raise Reject(f"uses secondary output(s) {extra} (training statistics or a mask)")
 
     # -- helpers for the lowerings -------------------------------------------------------------
     def emit(self, node: _Node, op: ir.Op, inputs: list[_Act], suffix: str = "") -> _Act:
@@ -415,11 +398,11 @@ class _Lowering:
         try:
             dims = tuple(op.infer_shape([i.dims for i in inputs]))
         except ir.ShapeError as exc:
-            raise _Reject(str(exc)) from None
+            raise Reject(str(exc)) from None
         problems = op.check()
         if problems:
-            raise _Reject("; ".join(problems))
-        self.entries.append(_Entry(node, op, [i.key for i in inputs], suffix))
+            raise Reject("; ".join(problems))
+        self.entries.append(Entry(node, op, [i.key for i in inputs], suffix))
         return _Act(len(self.entries) - 1, dims)
 
     def sole_user(self, key: int) -> bool:
@@ -490,7 +473,7 @@ def _attrs(proto: onnx.NodeProto) -> dict:
 def _act(value, what: str = "input") -> _Act:
     if isinstance(value, _Act):
         return value
-    raise _Reject(f"its {what} must be computed from the model's input, not a constant")
+    raise Reject(f"its {what} must be computed from the model's input, not a constant")
 
 
 def _const(value, what: str, optional: bool = False) -> np.ndarray | None:
@@ -499,21 +482,21 @@ def _const(value, what: str, optional: bool = False) -> np.ndarray | None:
     if value is None and optional:
         return None
     if isinstance(value, _Sized):
-        raise _Reject(f"its {what} depends on the batch size")
+        raise Reject(f"its {what} depends on the batch size")
     if isinstance(value, _Act):
-        raise _Reject(f"its {what} must be an initializer or constant, not computed from the input")
-    raise _Reject(f"its {what} is missing")
+        raise Reject(f"its {what} must be an initializer or constant, not computed from the input")
+    raise Reject(f"its {what} is missing")
 
 
 def _image(x: _Act) -> tuple[int, int, int]:
     if len(x.dims) != 3:
-        raise _Reject(f"expects an input of shape (C, H, W) per sample, got {x.dims}")
+        raise Reject(f"expects an input of shape (C, H, W) per sample, got {x.dims}")
     return x.dims
 
 
 def _vector(x: _Act) -> int:
     if len(x.dims) != 1:
-        raise _Reject(f"expects an input of shape (features,) per sample, got {x.dims}")
+        raise Reject(f"expects an input of shape (features,) per sample, got {x.dims}")
     return x.dims[0]
 
 
@@ -545,7 +528,7 @@ def _auto_pads(attrs: dict, hw, kernel, stride, dilation) -> tuple[list[int], li
             ends.append(large if auto_pad == "SAME_UPPER" else small)
         return begins, ends
     if auto_pad != "NOTSET":
-        raise _Reject(f"auto_pad={auto_pad} is not supported")
+        raise Reject(f"auto_pad={auto_pad} is not supported")
     pads = _ints(attrs, "pads", [0, 0, 0, 0])
     return pads[:2], pads[2:]
 
@@ -556,7 +539,7 @@ def _symmetric_padding(begins, ends, hw, kernel, stride, dilation) -> tuple[int,
     padding = []
     for size, b, e, k, s, d in zip(hw, begins, ends, kernel, stride, dilation):
         if b != e and _window_count(size, b, e, k, s, d) != _window_count(size, b, b, k, s, d):
-            raise _Reject(
+            raise Reject(
                 f"asymmetric pads (begin {list(begins)}, end {list(ends)}) change the output "
                 "shape; use symmetric padding"
             )
@@ -572,13 +555,13 @@ def _bias_vector(const: np.ndarray, dims: tuple[int, ...], per_channel: bool) ->
             raise ValueError
     except ValueError:
         hint = f"a constant of shape {const.shape} does not broadcast to {full_shape}"
-        raise _Reject(hint) from None
+        raise Reject(hint) from None
     full = np.broadcast_to(const.astype(np.float64), full_shape)[0]
     if not per_channel:
         return full.reshape(-1)
     rows = full.reshape(dims[0], -1)
     if not np.all(rows == rows[:, :1]):
-        raise _Reject("the constant varies within a channel; only a per-channel bias folds")
+        raise Reject("the constant varies within a channel; only a per-channel bias folds")
     return rows[:, 0].copy()
 
 
@@ -588,7 +571,7 @@ def _reshape_to(low: _Lowering, node: _Node, x: _Act, out: tuple[int, ...], what
         return x
     if out == (math.prod(x.dims),):
         return low.emit(node, ir.Flatten(), [x])
-    raise _Reject(
+    raise Reject(
         f"{what} {x.dims} -> {out} per sample: only flattening every non-batch dim "
         "(x.flatten(1), x.view(x.size(0), -1)) is supported"
     )
@@ -602,14 +585,14 @@ def _reshape_result(in_shape: tuple[int, ...], target: np.ndarray,
         shape = [in_shape[i] if t == 0 and i < len(in_shape) else t for i, t in enumerate(shape)]
     total = math.prod(in_shape)
     if shape.count(-1) > 1 or any(t < -1 for t in shape):
-        raise _Reject(f"invalid reshape target {shape}")
+        raise Reject(f"invalid reshape target {shape}")
     if -1 in shape:
         known = math.prod(t for t in shape if t != -1)
         if known == 0 or total % known:
-            raise _Reject(f"cannot reshape {in_shape} to {shape}")
+            raise Reject(f"cannot reshape {in_shape} to {shape}")
         shape[shape.index(-1)] = total // known
     if math.prod(shape) != total:
-        raise _Reject(f"cannot reshape {in_shape} to {shape}")
+        raise Reject(f"cannot reshape {in_shape} to {shape}")
     return tuple(shape)
 
 
@@ -621,11 +604,11 @@ def _conv(low: _Lowering, n: _Node) -> _Act:
     x = _act(n.arg(0))
     weight = _const(n.arg(1), "weight")
     if weight.ndim != 4:
-        raise _Reject(f"only 2-D convolution is supported (weight of rank {weight.ndim})")
+        raise Reject(f"only 2-D convolution is supported (weight of rank {weight.ndim})")
     _c, *hw = _image(x)
     kernel = tuple(weight.shape[2:])
     if "kernel_shape" in n.attrs and tuple(n.attrs["kernel_shape"]) != kernel:
-        raise _Reject(f"kernel_shape {n.attrs['kernel_shape']} differs from the weight's {kernel}")
+        raise Reject(f"kernel_shape {n.attrs['kernel_shape']} differs from the weight's {kernel}")
     stride = _ints(n.attrs, "strides", [1, 1])
     dilation = _ints(n.attrs, "dilations", [1, 1])
     begins, ends = _auto_pads(n.attrs, hw, kernel, stride, dilation)
@@ -643,7 +626,7 @@ def _conv(low: _Lowering, n: _Node) -> _Act:
 def _gemm(low: _Lowering, n: _Node) -> _Act:
     x = _act(n.arg(0))
     if n.attrs.get("transA", 0):
-        raise _Reject("transA=1 transposes the activation; only transA=0 is supported")
+        raise Reject("transA=1 transposes the activation; only transA=0 is supported")
     b = _const(n.arg(1), "weight (B)")
     weight = b.T if not n.attrs.get("transB", 0) else b  # IR layout: (out, in)
     weight = float(n.attrs.get("alpha", 1.0)) * weight.astype(np.float64)
@@ -658,14 +641,14 @@ def _matmul(low: _Lowering, n: _Node) -> _Act:
     x = _act(n.arg(0), "left operand")
     b = _const(n.arg(1), "right operand (the weight)")
     if b.ndim != 2:
-        raise _Reject(f"only a product with a 2-D constant weight is supported (rank {b.ndim})")
+        raise Reject(f"only a product with a 2-D constant weight is supported (rank {b.ndim})")
     return _dense(low, n, x, b.T, None)
 
 
 def _dense(low: _Lowering, n: _Node, x: _Act, weight: np.ndarray, bias) -> _Act:
     features = _vector(x)
     if weight.shape[1] != features:
-        raise _Reject(f"weight of shape {weight.shape} (out, in) for {features} input features")
+        raise Reject(f"weight of shape {weight.shape} (out, in) for {features} input features")
     return low.emit(n, ir.Dense(weight=weight, bias=bias), [x])
 
 
@@ -673,15 +656,15 @@ def _add(low: _Lowering, n: _Node, sign: float = 1.0) -> _Act:
     a, b = n.arg(0), n.arg(1)
     if isinstance(a, _Act) and isinstance(b, _Act):
         if sign < 0:
-            raise _Reject("subtracting activations has no spiking mapping; only a residual add")
+            raise Reject("subtracting activations has no spiking mapping; only a residual add")
         if a.dims != b.dims:
-            raise _Reject(f"add of shapes {a.dims} and {b.dims}: broadcasting is not supported")
+            raise Reject(f"add of shapes {a.dims} and {b.dims}: broadcasting is not supported")
         if a.key == b.key != BROKEN:
-            raise _Reject("x + x: the IR cannot take one input twice; double the layer's weights")
+            raise Reject("x + x: the IR cannot take one input twice; double the layer's weights")
         return low.emit(n, ir.Add(), [a, b])
     if isinstance(b, _Act):
         if sign < 0:
-            raise _Reject("constant minus activation has no spiking mapping")
+            raise Reject("constant minus activation has no spiking mapping")
         a, b = b, a
     return _fold_constant(low, a, _const(b, "second operand"), sign)
 
@@ -693,12 +676,12 @@ def _fold_constant(low: _Lowering, x: _Act, const: np.ndarray, sign: float) -> _
         return x
     entry = low.entries[x.key]
     if not isinstance(entry.op, (ir.Dense, ir.Conv2d)):
-        raise _Reject(
+        raise Reject(
             f"adding a constant to the output of {entry.op.kind.value} has no spiking mapping; "
             "only a bias right after a Gemm, MatMul or Conv folds into that layer"
         )
     if not low.sole_user(x.key):
-        raise _Reject("the layer before the add has other users; its bias cannot absorb it")
+        raise Reject("the layer before the add has other users; its bias cannot absorb it")
     vector = _bias_vector(const, x.dims, isinstance(entry.op, ir.Conv2d))
     bias = sign * vector if entry.op.bias is None else entry.op.bias + sign * vector
     entry.op = dataclasses.replace(entry.op, bias=bias)
@@ -716,16 +699,16 @@ def _relu(low: _Lowering, n: _Node) -> _Act:
 def _clip(low: _Lowering, n: _Node) -> _Act:
     low_bound = _const(n.arg(1), "min", optional=True)
     if low_bound is None or np.any(low_bound != 0) or n.arg(2) is not None:
-        raise _Reject("only Clip(min=0) without max, which is Relu, is supported; use Relu")
+        raise Reject("only Clip(min=0) without max, which is Relu, is supported; use Relu")
     return _relu(low, n)
 
 
 def _batch_norm(low: _Lowering, n: _Node) -> _Act:
     x = _act(n.arg(0))
     if n.attrs.get("training_mode", 0):
-        raise _Reject("BatchNormalization in training mode; export after model.eval()")
+        raise Reject("BatchNormalization in training mode; export after model.eval()")
     if not x.dims:
-        raise _Reject("BatchNormalization needs a channel dim")
+        raise Reject("BatchNormalization needs a channel dim")
     op = ir.BatchNorm(
         gamma=_const(n.arg(1), "scale"),
         beta=_const(n.arg(2), "B"),
@@ -736,7 +719,7 @@ def _batch_norm(low: _Lowering, n: _Node) -> _Act:
     channels = x.dims[0]
     for name in ("gamma", "beta", "mean", "var"):
         if getattr(op, name).shape != (channels,):
-            raise _Reject(f"{name} of shape {getattr(op, name).shape} for {channels} channels")
+            raise Reject(f"{name} of shape {getattr(op, name).shape} for {channels} channels")
     return low.emit(n, op, [x])
 
 
@@ -745,10 +728,10 @@ def _average_pool(low: _Lowering, n: _Node) -> _Act:
     _c, *hw = _image(x)
     kernel = _ints(n.attrs, "kernel_shape", [])
     if len(kernel) != 2:
-        raise _Reject(f"only 2-D pooling is supported (kernel_shape {kernel})")
+        raise Reject(f"only 2-D pooling is supported (kernel_shape {kernel})")
     stride = _ints(n.attrs, "strides", [1, 1])
     if _ints(n.attrs, "dilations", [1, 1]) != [1, 1]:
-        raise _Reject("dilated pooling is not supported")
+        raise Reject("dilated pooling is not supported")
     begins, ends = _auto_pads(n.attrs, hw, kernel, stride, [1, 1])
     reasons = []
     # each option is refused only where it changes the result
@@ -761,11 +744,11 @@ def _average_pool(low: _Lowering, n: _Node) -> _Act:
     if not n.attrs.get("count_include_pad", 0) and any(begins + ends):
         reasons.append("count_include_pad=0 with padding; use count_include_pad=1")
     if reasons:
-        raise _Reject("; ".join(reasons))
+        raise Reject("; ".join(reasons))
     padding = _symmetric_padding(begins, ends, hw, kernel, stride, [1, 1])
     if any(p > k // 2 for p, k in zip(padding, kernel)):
         # torch's avg_pool2d, which evaluates the IR op, refuses such windows of padding only
-        raise _Reject(f"pads {padding} exceed half the kernel {tuple(kernel)}; pad less")
+        raise Reject(f"pads {padding} exceed half the kernel {tuple(kernel)}; pad less")
     op = ir.AvgPool2d(kernel=tuple(kernel), stride=tuple(stride), padding=padding)
     return low.emit(n, op, [x])
 
@@ -784,9 +767,9 @@ def _reduce_mean(low: _Lowering, n: _Node) -> _Act:
     if axes is None or len(axes) == 0:
         if n.attrs.get("noop_with_empty_axes", 0):
             return x
-        raise _Reject("ReduceMean over every axis, the batch included, is not supported")
+        raise Reject("ReduceMean over every axis, the batch included, is not supported")
     if {int(a) % rank for a in np.asarray(axes).reshape(-1)} != {2, 3} or rank != 4:
-        raise _Reject("only the mean over H and W (global average pooling) is supported")
+        raise Reject("only the mean over H and W (global average pooling) is supported")
     _c, h, w = x.dims
     pooled = low.emit(n, ir.AvgPool2d(kernel=(h, w), stride=(h, w)), [x])
     if n.attrs.get("keepdims", 1):
@@ -798,7 +781,7 @@ def _flatten(low: _Lowering, n: _Node) -> _Act:
     x = _act(n.arg(0))
     axis = int(n.attrs.get("axis", 1))
     if axis % (len(x.dims) + 1) != 1:
-        raise _Reject(f"Flatten(axis={axis}); only axis=1 (keeping the batch dim) is supported")
+        raise Reject(f"Flatten(axis={axis}); only axis=1 (keeping the batch dim) is supported")
     return _reshape_to(low, n, x, (math.prod(x.dims),), "flatten")
 
 
@@ -816,9 +799,9 @@ def _reshape(low: _Lowering, n: _Node) -> _Act:
     ]
     if any(out[:1] != (batch,) for batch, out in zip(low.trials, results)):
         shown = ", ".join(f"batch {b}: {out}" for b, out in zip(low.trials, results))
-        raise _Reject(f"the reshape does not keep the batch dim first ({shown})")
+        raise Reject(f"the reshape does not keep the batch dim first ({shown})")
     if len({out[1:] for out in results}) != 1:
-        raise _Reject(f"the reshape's per-sample shape depends on the batch size: {results}")
+        raise Reject(f"the reshape's per-sample shape depends on the batch size: {results}")
     return _reshape_to(low, n, x, results[0][1:], "reshape")
 
 
@@ -829,14 +812,14 @@ def _squeeze(low: _Lowering, n: _Node) -> _Act:
     rank = len(x.dims) + 1
     if axes is None:
         if low.trials == (1,):
-            raise _Reject("Squeeze without axes would drop the batch dim of size 1; give axes")
+            raise Reject("Squeeze without axes would drop the batch dim of size 1; give axes")
         drop = {i + 1 for i, d in enumerate(x.dims) if d == 1}
     else:
         drop = {int(a) % rank for a in np.asarray(axes).reshape(-1)}
     if 0 in drop:
-        raise _Reject("squeezing the batch dim is not supported")
+        raise Reject("squeezing the batch dim is not supported")
     if any(x.dims[a - 1] != 1 for a in drop):
-        raise _Reject(f"squeeze of axes {sorted(drop)} that are not of size 1 in {x.dims}")
+        raise Reject(f"squeeze of axes {sorted(drop)} that are not of size 1 in {x.dims}")
     out = tuple(d for i, d in enumerate(x.dims) if i + 1 not in drop)
     return _reshape_to(low, n, x, out, "squeeze")
 
@@ -853,7 +836,7 @@ def _shape(low: _Lowering, n: _Node) -> _Const | _Sized:
 def _dropout(low: _Lowering, n: _Node) -> _Act:
     training = _const(n.arg(2), "training_mode", optional=True)
     if training is not None and bool(np.asarray(training).reshape(-1)[0]):
-        raise _Reject("Dropout in training mode; export after model.eval()")
+        raise Reject("Dropout in training mode; export after model.eval()")
     return _act(n.arg(0))
 
 
@@ -864,7 +847,7 @@ def _identity(low: _Lowering, n: _Node) -> _Act:
 def _cast(low: _Lowering, n: _Node) -> _Act:
     if n.attrs.get("to") not in FLOAT_TYPES:
         name = onnx.TensorProto.DataType.Name(n.attrs.get("to", 0))
-        raise _Reject(f"conversion of an activation to {name}; keep the model in float")
+        raise Reject(f"conversion of an activation to {name}; keep the model in float")
     return _act(n.arg(0))
 
 
@@ -876,7 +859,7 @@ def _cast_like(low: _Lowering, n: _Node) -> _Act | _Const:
     """
     value, like = n.arg(0), n.arg(1)
     if isinstance(like, _Const) and not np.issubdtype(like.array.dtype, np.floating):
-        raise _Reject(f"conversion to {like.array.dtype}; keep the model in float")
+        raise Reject(f"conversion to {like.array.dtype}; keep the model in float")
     if isinstance(value, _Const):
         return _Const(value.array.astype(np.float64))
     return _act(value)

@@ -46,6 +46,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from snncompile.errors import ModelLoadError, Problem, UnsupportedModelError
 from snncompile.frontends.names import sanitize, unique
+from snncompile.frontends.lowering import Entry, Reject
 from snncompile.frontends.pt2_archive import read_exported_program
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
@@ -129,24 +130,6 @@ class _Items:
     items: tuple
 
 
-@dataclass
-class _Entry:
-    """One IR node to be: the fx node it comes from, its op, its inputs' keys."""
-
-    node: fx.Node
-    op: ir.Op
-    inputs: list[int]
-    suffix: str = ""
-
-
-class _Reject(Exception):
-    """Raised by a lowering: this node is unsupported, and ``hint`` says what to do."""
-
-    def __init__(self, hint: str):
-        super().__init__(hint)
-        self.hint = hint
-
-
 # ---------------------------------------------------------------------------------------------
 # The walk.
 
@@ -157,7 +140,7 @@ class _Lowering:
     def __init__(self, program: ExportedProgram, source: str):
         self.program = program
         self.source = source
-        self.entries: list[_Entry] = []
+        self.entries: list[Entry] = []
         self.values: dict[fx.Node, object] = {}
         # (fx node, or a name for graph-level problems; aten op; hint)
         self.problems: list[tuple[fx.Node | str, str, str]] = []
@@ -212,7 +195,7 @@ class _Lowering:
             self._problem(node, "placeholder", f"input dtype {val.dtype}; use a float input")
         else:
             self.input_key = len(self.entries)
-            self.entries.append(_Entry(node, ir.Input(shape=shape[1:]), []))
+            self.entries.append(Entry(node, ir.Input(shape=shape[1:]), []))
             self.values[node] = _Act(self.input_key, shape)
 
     def _call(self, node: fx.Node) -> None:
@@ -240,7 +223,7 @@ class _Lowering:
                 return
         try:
             self.values[node] = lowering(self, node, args)
-        except _Reject as reject:
+        except Reject as reject:
             self._problem(node, str(target), reject.hint)
 
     def _output(self, node: fx.Node) -> None:
@@ -259,14 +242,14 @@ class _Lowering:
             self.problems.append(("output", "output", "the output does not depend on the input"))
             return
         self.output_key = len(self.entries)
-        self.entries.append(_Entry(node, ir.Output(), [value.key]))
+        self.entries.append(Entry(node, ir.Output(), [value.key]))
 
     # -- helpers for the lowerings -------------------------------------------------------------
     def emit(self, node: fx.Node, op: ir.Op, inputs: list[_Act], suffix: str = "",
              shape: tuple | None = None) -> _Act:
         """Add an IR entry for ``node``; its value has ``shape`` or the node's own."""
         key = len(self.entries)
-        self.entries.append(_Entry(node, op, [i.key for i in inputs], suffix))
+        self.entries.append(Entry(node, op, [i.key for i in inputs], suffix))
         return _Act(key, shape if shape is not None else _dims(node))
 
     def _problem(self, node: fx.Node, op: str, hint: str) -> None:
@@ -461,7 +444,7 @@ def _pair(value) -> tuple[int, int]:
 def _act(value, what: str = "input") -> _Act:
     if isinstance(value, _Act):
         return value
-    raise _Reject(f"its {what} must be computed from the model's input, not a constant")
+    raise Reject(f"its {what} must be computed from the model's input, not a constant")
 
 
 def _const(value, what: str, optional: bool = False) -> torch.Tensor | None:
@@ -470,10 +453,10 @@ def _const(value, what: str, optional: bool = False) -> torch.Tensor | None:
     if value is None and optional:
         return None
     if isinstance(value, _Act) and value.key == BROKEN:
-        raise _Reject(f"its {what} comes from an unsupported node")
+        raise Reject(f"its {what} comes from an unsupported node")
     if isinstance(value, _Act):
-        raise _Reject(f"its {what} must be a parameter or constant, not computed from the input")
-    raise _Reject(f"its {what} is not a tensor")
+        raise Reject(f"its {what} must be a parameter or constant, not computed from the input")
+    raise Reject(f"its {what} is not a tensor")
 
 
 def _static(act: _Act, rank: int | None = None) -> tuple[int, ...]:
@@ -481,10 +464,10 @@ def _static(act: _Act, rank: int | None = None) -> tuple[int, ...]:
     shape = act.shape or ()
     dims = tuple(shape[1:])
     if not all(isinstance(d, int) for d in dims):
-        raise _Reject(f"input shape {shape} has dynamic non-batch dims")
+        raise Reject(f"input shape {shape} has dynamic non-batch dims")
     if rank is not None and len(dims) != rank:
         layout = {1: "(features,)", 3: "(C, H, W)"}.get(rank, f"{rank} dims")
-        raise _Reject(f"expects an input of shape {layout} per sample, got {dims}")
+        raise Reject(f"expects an input of shape {layout} per sample, got {dims}")
     return dims
 
 
@@ -496,9 +479,9 @@ def _conv(low: _Lowering, node: fx.Node, a: dict) -> _Act:
     x = _act(a["input"])
     weight = _const(a["weight"], "weight")
     if a.get("transposed"):
-        raise _Reject("transposed convolution has no Loihi mapping")
+        raise Reject("transposed convolution has no Loihi mapping")
     if weight.dim() != 4:
-        raise _Reject("only 2-D convolution (Conv2d) is supported")
+        raise Reject("only 2-D convolution (Conv2d) is supported")
     _static(x, 3)
     dilation = _pair(a["dilation"])
     op = ir.Conv2d(
@@ -518,7 +501,7 @@ def _conv_padding(padding, kernel, dilation) -> tuple[int, int]:
     if padding == "same":
         totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
         if any(t % 2 for t in totals):
-            raise _Reject("padding='same' with an even kernel pads unevenly; pad explicitly")
+            raise Reject("padding='same' with an even kernel pads unevenly; pad explicitly")
         return (totals[0] // 2, totals[1] // 2)
     return _pair(padding)
 
@@ -526,10 +509,10 @@ def _conv_padding(padding, kernel, dilation) -> tuple[int, int]:
 def _dense(low: _Lowering, node: fx.Node, x: _Act, weight, bias) -> _Act:
     (features,) = _static(x, 1)
     if weight.dim() != 2 or weight.shape[1] != features:
-        raise _Reject(f"weight of shape {tuple(weight.shape)} for {features} input features")
+        raise Reject(f"weight of shape {tuple(weight.shape)} for {features} input features")
     if bias is not None:
         if bias.numel() != weight.shape[0]:
-            raise _Reject(f"bias of shape {tuple(bias.shape)} for {weight.shape[0]} outputs")
+            raise Reject(f"bias of shape {tuple(bias.shape)} for {weight.shape[0]} outputs")
         bias = bias.reshape(-1)
     return low.emit(node, ir.Dense(weight=_np(weight), bias=_np(bias)), [x])
 
@@ -548,7 +531,7 @@ def _addmm(low, node, a):
 def _mm(low, node, a):
     other = _const(a.get("mat2", a.get("other")), "weight")
     if other.dim() != 2:
-        raise _Reject("only a product with a 2-D constant weight is supported")
+        raise Reject("only a product with a 2-D constant weight is supported")
     return _dense(low, node, _act(a["self"]), other.t(), None)
 
 
@@ -557,9 +540,9 @@ def _batch_norm(low, node, a):
     mean = _const(a.get("running_mean"), "running mean", optional=True)
     var = _const(a.get("running_var"), "running var", optional=True)
     if mean is None or var is None:
-        raise _Reject("BatchNorm without running statistics (track_running_stats=False)")
+        raise Reject("BatchNorm without running statistics (track_running_stats=False)")
     if a.get("training"):
-        raise _Reject("BatchNorm in training mode; export after model.eval()")
+        raise Reject("BatchNorm in training mode; export after model.eval()")
     channels = mean.shape[0]
     _static(x)
     gamma = _const(a["weight"], "weight", optional=True)
@@ -585,7 +568,7 @@ def _relu(low, node, a):
 def _clamp(low, node, a):
     low_bound = a.get("min")
     if low_bound != 0 or a.get("max") is not None:
-        raise _Reject("only clamp(min=0), which is ReLU, is supported")
+        raise Reject("only clamp(min=0), which is ReLU, is supported")
     return _relu(low, node, a)
 
 
@@ -605,7 +588,7 @@ def _avg_pool2d(low, node, a):
     if a["divisor_override"] not in (None, kernel[0] * kernel[1]):
         reasons.append("divisor_override is not supported")
     if reasons:
-        raise _Reject("; ".join(reasons))
+        raise Reject("; ".join(reasons))
     return low.emit(node, ir.AvgPool2d(kernel=kernel, stride=stride, padding=padding), [x])
 
 
@@ -614,7 +597,7 @@ def _adaptive_avg_pool2d(low, node, a):
     _channels, h, w = _static(x, 3)
     oh, ow = _pair(a["output_size"])
     if h % oh or w % ow:
-        raise _Reject(f"adaptive pooling {h}x{w} -> {oh}x{ow} has unequal windows")
+        raise Reject(f"adaptive pooling {h}x{w} -> {oh}x{ow} has unequal windows")
     kernel = (h // oh, w // ow)
     return low.emit(node, ir.AvgPool2d(kernel=kernel, stride=kernel), [x])
 
@@ -624,7 +607,7 @@ def _mean(low, node, a):
     channels, h, w = _static(x, 3)
     dims = {int(d) % 4 for d in (a["dim"] or ())}
     if dims != {2, 3}:
-        raise _Reject("only the mean over H and W (global average pooling) is supported")
+        raise Reject("only the mean over H and W (global average pooling) is supported")
     pooled_shape = (x.shape[0], channels, 1, 1)
     pool = ir.AvgPool2d(kernel=(h, w), stride=(h, w))
     if a["keepdim"]:
@@ -644,7 +627,7 @@ def _reshape(low, node, a):
     dims = _static(x)
     if len(after) == 2 and after[0] == before[0] and after[1] == math.prod(dims):
         return low.emit(node, ir.Flatten(), [x])
-    raise _Reject(
+    raise Reject(
         f"reshape {tuple(before)} -> {tuple(after)}: only flattening every non-batch dim "
         "(x.flatten(1), x.view(x.size(0), -1)) is supported"
     )
@@ -653,19 +636,19 @@ def _reshape(low, node, a):
 def _add(low, node, a):
     x, y = a["self"], a["other"]
     if a.get("alpha", 1) != 1:
-        raise _Reject("add with alpha != 1 is not supported")
+        raise Reject("add with alpha != 1 is not supported")
     if not (isinstance(x, _Act) and isinstance(y, _Act)):
-        raise _Reject("adding a constant is not supported; fold it into a layer's bias")
+        raise Reject("adding a constant is not supported; fold it into a layer's bias")
     if x.shape != y.shape:
-        raise _Reject(f"add of shapes {x.shape} and {y.shape}: broadcasting is not supported")
+        raise Reject(f"add of shapes {x.shape} and {y.shape}: broadcasting is not supported")
     if x.key == y.key and x.key != BROKEN:
-        raise _Reject("x + x: the IR cannot take one input twice; double the layer's weights")
+        raise Reject("x + x: the IR cannot take one input twice; double the layer's weights")
     return low.emit(node, ir.Add(), [x, y])
 
 
 def _dropout(low, node, a):
     if a.get("train"):
-        raise _Reject("dropout in training mode; export after model.eval()")
+        raise Reject("dropout in training mode; export after model.eval()")
     x = _act(a["input"])
     val = node.meta.get("val")
     return _Items((x, None)) if isinstance(val, (tuple, list)) else x
@@ -679,7 +662,7 @@ def _to_copy(low, node, a):
     x = _act(a["self"])
     val, source = node.meta.get("val"), node.args[0].meta.get("val")
     if val.dtype != source.dtype:
-        raise _Reject(f"conversion to {val.dtype}; keep the model in float")
+        raise Reject(f"conversion to {val.dtype}; keep the model in float")
     return x
 
 
@@ -688,9 +671,9 @@ def _getitem(low, node, a):
     if isinstance(container, _Items) and isinstance(index, int):
         item = container.items[index]
         if item is None:
-            raise _Reject("uses a secondary result (saved statistics, dropout mask)")
+            raise Reject("uses a secondary result (saved statistics, dropout mask)")
         return item
-    raise _Reject("indexing is not supported")
+    raise Reject("indexing is not supported")
 
 
 LOWERINGS: dict[str, Callable[[_Lowering, fx.Node, dict], object]] = {

@@ -1,8 +1,11 @@
-"""Small float graphs built directly in the IR, shared by the tests."""
+"""Small float graphs built directly in the IR, and torch model helpers, shared by the tests."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
+
 from snncompile.ir import Add, AvgPool2d, BatchNorm, Conv2d, Dense, Flatten, GraphBuilder, Input, Output, ReLU, chain
 
 
@@ -78,3 +81,17 @@ def make_resnet(seed: int = 0):
     b.add("fc", Dense(weight=rng.normal(0, 0.3, (10, 32)), bias=rng.normal(0, 0.1, 10)), ["flat"])
     b.add("output", Output(), ["fc"])
     return b.build()
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so BatchNorm is really tested."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
+                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.3)
+    return model.eval()

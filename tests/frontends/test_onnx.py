@@ -20,25 +20,12 @@ from torch import nn
 from snncompile.errors import ModelLoadError, UnsupportedModelError
 from snncompile.frontends.onnx import _window_count, from_onnx, load_model
 from snncompile.sim.ann import forward
+from tests.builders import randomize_batchnorm
 
 RTOL = 1e-5
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial running statistics and affine parameters, so BatchNorm is really tested."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
-                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.3)
-    return model.eval()
 
 
 def export(model: nn.Module, x: torch.Tensor, path: Path, exporter: str, **kw) -> Path:

@@ -19,22 +19,9 @@ from snncompile.errors import ModelLoadError, SnnCompileError, UnsupportedModelE
 from snncompile.frontends.pt2_archive import check_archive
 from snncompile.frontends.torch import from_exported, from_module, load_model
 from snncompile.sim.ann import forward
+from tests.builders import randomize_batchnorm
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial running statistics and affine parameters, so BatchNorm is really tested."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.5)
-                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.3)
-    return model.eval()
 
 
 def assert_computes_like(graph, model: nn.Module, x: torch.Tensor) -> None:

@@ -9,18 +9,10 @@ from snncompile.sim import fixed
 from snncompile.sim.ann import encode_inputs
 from tests.builders import make_cnn, make_mlp
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 STEPS = 24
 SAMPLES = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: a second OpenMP thread costs more than it gives, and on a shared runner a
-    descheduled one stalls every parallel op. Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -28,18 +28,10 @@ from snncompile.sim import fixed
 from snncompile.sim.ann import encode_inputs
 from snncompile.targets.loihi2 import LOIHI2
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 U_MAX = 2**23
 V_MAX = 2**23 - 1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small tensors: a second OpenMP thread costs more than it gives, and on a shared runner a
-    descheduled one stalls every parallel op. Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def neuron(rng, shape, du, dv, reset, vth_max, readout=False, bias=0, v_init=0):

@@ -4,24 +4,20 @@ Each rank simulates one contiguous shard of the samples and the ranks sum their 
 and totals with ``all_reduce``. The simulator's integers do not depend on the batch (DESIGN §5),
 so the accuracy equals the one-process result exactly, for any number of ranks.
 
-    torchrun --nproc-per-node 2 -m snncompile.sim.distributed MODEL --steps 32 [--device cpu]
+This module needs only the IR and the simulator; compiling a model file and the command line,
+which need the frontends and passes, are in ``snncompile.sweep``:
 
-Without torchrun (no process group) the same command runs as one process. The backend is gloo
-on the CPU and nccl on CUDA, where rank r uses GPU ``LOCAL_RANK``.
+    torchrun --nproc-per-node 2 -m snncompile.sweep MODEL --steps 32 [--device cpu]
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from snncompile.errors import DataError
 from snncompile.ir.graph import Graph
 from snncompile.sim import fixed
 
@@ -71,68 +67,3 @@ def sweep(graph: Graph, x: np.ndarray, y: np.ndarray, steps: int, *, batch_size:
     dist.all_reduce(counts, op=dist.ReduceOp.SUM)
     correct, total = counts.tolist()
     return Accuracy(int(correct), int(total))
-
-
-def evaluate_model(model: str | Path, steps: int, *, data: str = "digits", calib_samples: int = 256,
-                   samples: int | None = None, batch_size: int = 256, device: str | None = None) -> Accuracy:
-    """Compile ``model`` for Loihi 2 (``pipeline.loihi2`` on the first ``calib_samples`` training
-    samples) and sweep the exact simulator over the test split (its first ``samples``).
-
-    Under a process group rank 0 compiles and sends the graph to the others, so every rank
-    simulates the very same integers.
-    """
-    # The command-line entry needs the frontend, data and passes, which sit above sim/; importing
-    # them here keeps ``sweep`` usable with nothing but the IR and the simulator.
-    from snncompile.api import load_model
-    from snncompile.data import load
-    from snncompile.passes import pipeline
-
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    graph = load_model(model)
-    ds = load(data, graph.shape(graph.input_names()[0]))
-    test = ds.test.head(samples)
-    if test.y is None:
-        raise DataError(f"{data}: the test split has no labels; an accuracy needs 'y'")
-    fixed_graph = [pipeline.run(graph, pipeline.loihi2(ds.train.x[:calib_samples], steps)) if rank == 0 else None]
-    if dist.is_initialized():
-        dist.broadcast_object_list(fixed_graph, src=0)
-    return sweep(fixed_graph[0], test.x, test.y, steps, batch_size=batch_size, device=device)
-
-
-def _init_from_env(device: str) -> str:
-    """Join the process group torchrun describes in the environment; the rank's device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return device
-    if device == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        return f"cuda:{local}"
-    dist.init_process_group("gloo")
-    return device
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m snncompile.sim.distributed", description=__doc__.splitlines()[0])
-    p.add_argument("model", help="a float model file (torch.export .pt2)")
-    p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--data", default="digits", help="digits or a .npz with x, y (and x_train)")
-    p.add_argument("--calib-samples", type=int, default=256)
-    p.add_argument("--samples", type=int, default=None, help="first N test samples (default: all)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", choices=["cpu", "cuda"], default=fixed.default_device())
-    args = p.parse_args(argv)
-    device = _init_from_env(args.device)
-    try:
-        acc = evaluate_model(args.model, args.steps, data=args.data, calib_samples=args.calib_samples,
-                             samples=args.samples, batch_size=args.batch_size, device=device)
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        if not dist.is_initialized() or dist.get_rank() == 0:
-            print(f"accuracy {acc} steps {args.steps} processes {world} device {args.device}", flush=True)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

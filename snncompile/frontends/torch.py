@@ -48,6 +48,7 @@ from snncompile.errors import ModelLoadError, Problem, UnsupportedModelError
 from snncompile.frontends.names import sanitize, unique
 from snncompile.frontends.lowering import Entry, Reject
 from snncompile.frontends.pt2_archive import read_exported_program
+from snncompile.frontends.snn_ops import LOWERINGS as SNN_LOWERINGS
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
 
@@ -296,7 +297,11 @@ class _Lowering:
     # -- the graph -----------------------------------------------------------------------------
     def _build(self, names: dict) -> Graph:
         keep = self._reachable()
-        builder = GraphBuilder({"source": self.source, "frontend": "torch"})
+        metadata = {"source": self.source, "frontend": "torch"}
+        relays = [names[("entry", k)] for k in getattr(self, "relays", []) if k in keep]
+        if relays:  # SEW-IAND relay neurons made by snn_ops, for the residual report
+            metadata["sew_iand_relays"] = relays
+        builder = GraphBuilder(metadata)
         for key, entry in enumerate(self.entries):
             if key in keep:
                 inputs = [names[("entry", k)] for k in entry.inputs]
@@ -716,6 +721,7 @@ LOWERINGS: dict[str, Callable[[_Lowering, fx.Node, dict], object]] = {
         _reshape,
     ),
 }
+LOWERINGS.update(SNN_LOWERINGS)  # snncompile.nn neurons (custom ops)
 
 # Ops without a tensor result for the model: runtime asserts and shape bookkeeping.
 SKIPPED = frozenset({

@@ -13,6 +13,7 @@ from snncompile.ir.verify import Verifier
 from snncompile.passes.convert import ConvertReLU
 from snncompile.passes.fold_batchnorm import fold_batchnorm
 from snncompile.passes.fuse_linear import fuse_linear
+from snncompile.passes.residual import lower_residual
 from snncompile.passes.quantize import Quantize
 from snncompile.targets.loihi2 import LOIHI2
 
@@ -45,6 +46,12 @@ def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SU
     """Float ANN -> float SNN (threshold ``mode``: max | percentile | mse for ``steps`` steps)."""
     return (fold_batchnorm, ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps),
             fuse_linear)
+
+
+def spiking() -> tuple[Pass, ...]:
+    """A float SNN (neurons already there, e.g. directly trained) -> float SNN ready to quantize:
+    residual sums become synapses (passes.residual), linear chains fuse."""
+    return (lower_residual, fuse_linear)
 
 
 def loihi2(data: np.ndarray, steps: int, percentile: float = 100.0) -> tuple[Pass, ...]:

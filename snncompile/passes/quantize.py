@@ -12,8 +12,21 @@ gets a BiasEncoder instead, sized so that ``headroom`` × the largest input curr
 calibration data fits the bias format. The readout (an integrator, vth at its maximum, never
 meant to fire) is sized so that T steps of ``headroom`` × the ANN's largest output on the
 calibration data fit v (or, without that record, the hard bound T·(Σ|w| + |bias|)·64 of every
-input spiking at once); saturation beyond that is counted by the simulator. Saturations (clipped weights or biases) are
-counted per layer in ``graph.metadata["quantization"]``.
+input spiking at once); saturation beyond that is counted by the simulator. Every value clipped
+here is counted per layer in ``graph.metadata["quantization"]``: weights (``weight_saturated``),
+biases (``bias_saturated``), thresholds (``threshold_clipped``, counted per neuron) and initial
+potentials (``v_init_saturated``). The decays of IF and integrator neurons are constants of the
+format (du = 4095, dv = 0) and never clip.
+
+A LIF (float: i[t] = alpha·i[t−1] + x[t], v[t] = beta·v[t−1] + i[t]) maps to Loihi's CUBA decays,
+whose factors are (4096 − (du + 1))/4096 for u and (4096 − dv)/4096 for v (Lava's
+PyLifModelBitAcc, truncating toward zero): du = 4095 − round(4096·alpha), dv = round(4096·(1 −
+beta)), both clipped to 0..4095; so a current-free LIF (alpha = 0, snnTorch's Leaky) gets
+du = 4095 (u = a_in << 6 each step) and beta = 0 gets dv = 4095 (factor 1/4096: v forgets
+everything below 4096 integer units). The rounding of the factor and the truncation of each
+decayed v are the LIF's quantization error on top of the weights'. alpha and beta must be
+uniform over the layer (one du, dv per population); alpha > 0 with a bias or host input is
+refused (the float current filters the bias, Loihi adds it to v unfiltered).
 """
 
 from __future__ import annotations
@@ -50,6 +63,19 @@ def _host_fed(graph: Graph, synapse: str) -> bool:
     )
 
 
+def _decays(op, target: Loihi2) -> tuple[int, int, str | None]:
+    """(du, dv, why not) of a neuron: IF and Integrator (4095, 0); a LIF from its alpha, beta."""
+    top = int(target.decay.max)
+    if not isinstance(op, LIF):
+        return top, 0, None
+    alpha, beta = np.unique(op.alpha), np.unique(op.beta)
+    if alpha.size != 1 or beta.size != 1:
+        return top, 0, "alpha and beta must be uniform over the layer (one du, dv per population)"
+    du = int(np.clip(top - round(4096 * float(alpha[0])), 0, top))
+    dv = int(np.clip(round(4096 * (1 - float(beta[0]))), 0, top))
+    return du, dv, None
+
+
 def _row_l1(op: Dense | Conv2d) -> float:
     """Largest sum of |w| into one neuron (spikes are 0/1, so the largest input per step)."""
     w = np.abs(op.weight)
@@ -73,13 +99,10 @@ class Quantize:
         problems: list[Problem] = []
         report: dict[str, dict] = {}
         host_sources = [
-            s for n in graph.find((IF, Integrator)) for s in graph.inputs(n) if _host_fed(graph, s)
+            s for n in graph.find((IF, LIF, Integrator)) for s in graph.inputs(n) if _host_fed(graph, s)
         ]
         host_values = evaluate(graph, self.data, upto=set(host_sources)) if host_sources else {}
-        for name in graph.find(LIF):
-            problems.append(Problem(name, "LIF", "leaky neurons are not quantized yet; only IF and "
-                                    "integrator neurons map to Loihi 2 in this version"))
-        for name in graph.find((IF, Integrator)):
+        for name in graph.find((IF, LIF, Integrator)):
             op = graph.op(name)
             sources = graph.inputs(name)
             host = [s for s in sources if s in host_values]
@@ -91,6 +114,13 @@ class Quantize:
                 problems.append(Problem(why, graph.op(why).kind.value,
                                         "a neuron must be fed by Linear/Conv2d ops reading spikes, "
                                         "or by one host-side input layer"))
+                continue
+            du, dv, why = _decays(op, t)
+            if why is None and isinstance(op, LIF) and np.any(op.alpha) and (
+                    host or np.any(sum(self._bias(graph, s) for s in spiking))):
+                why = "a LIF with a current decay (alpha > 0) cannot take a bias or host input"
+            if why is not None:
+                problems.append(Problem(name, op.kind.value, why))
                 continue
             readout = isinstance(op, Integrator)
             theta = None if readout else float(np.max(op.threshold))
@@ -115,7 +145,8 @@ class Quantize:
                     limits.append(t.v_max / (64 * peak * self.steps) if peak else np.inf)
             scale = float(min(limits))
             shape = graph.shape(name)
-            info = {"scale": scale, "weight_saturated": 0, "bias_saturated": 0}
+            info = {"scale": scale, "weight_saturated": 0, "bias_saturated": 0, "threshold_clipped": 0,
+                    "v_init_saturated": 0}
             zeros = np.zeros(shape, dtype=np.int64)
             bias_mant, bias_exp = zeros, zeros
             if host:
@@ -131,12 +162,16 @@ class Quantize:
                 bias_mant, bias_exp, sat = t.bias.encode(bias * scale * 64, exp=self.bias_exp)
                 info["bias_saturated"] = sat
             vth = t.vth.max if readout else int(np.clip(round(theta * scale), 1, t.vth.max))
+            if not readout and vth != round(theta * scale):
+                # every neuron of the layer shares the clipped threshold
+                info["threshold_clipped"] = int(np.prod(shape))
             v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * scale * 64)
+            info["v_init_saturated"] = sat
             info["vth"] = vth
             report[name] = info
             builder.replace(name, LoihiNeuron(
                 vth=np.full(shape, vth), bias_mant=bias_mant, bias_exp=bias_exp,
-                du=t.decay.max, dv=0,
+                du=du, dv=dv,
                 reset=Reset.ZERO if readout else op.reset, v_init=v_init, readout=readout,
                 v_scale=scale * 64, vth_format=t.vth, bias_format=t.bias, decay_format=t.decay,
             ))

@@ -108,7 +108,8 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
         outputs[out] = (state[src]["v"] if src in state else values[out]).cpu().numpy()
     return FloatResult(
         outputs=outputs,
-        spikes={k: torch.stack(v, 1).numpy() for k, v in rec_s.items()},
-        v={k: torch.stack(v, 1).numpy() for k, v in rec_v.items()},
+        # integrators spike never and are not recorded (their v is the output)
+        spikes={k: torch.stack(v, 1).numpy() for k, v in rec_s.items() if v},
+        v={k: torch.stack(v, 1).numpy() for k, v in rec_v.items() if v},
         per_step={k: torch.stack(v, 1).numpy() for k, v in per_step.items()},
     )

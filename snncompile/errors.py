@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 
 class SnnCompileError(Exception):
-    """Base class. The CLI prints ``str(error)`` on one line and exits with code 2."""
+    """Base class. The CLI prints ``str(error)`` on one line and exits with ``exit_code``."""
+
+    exit_code = 2  # bad input (snncompile.cli documents every code)
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,13 @@ class BackendError(SnnCompileError):
 
 class ResourceError(SnnCompileError):
     """The model does not fit the chips it was given: names the layers and the shortfall."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """A model file could only be read by unpickling it, which can run arbitrary code."""
+
+
+class OverflowLimitError(SnnCompileError):
+    """``--strict``: a weight, bias, threshold or state value was clipped or wrapped."""
+
+    exit_code = 4

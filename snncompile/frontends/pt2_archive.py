@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import zipfile
 from pathlib import Path
@@ -66,11 +67,16 @@ def read_exported_program(path: str | Path) -> torch.export.ExportedProgram:
     refusal = check_archive(data)
     if refusal:
         raise ModelLoadError(f"{path}: {refusal}; {SAVE_HINT}")
+    # torch logs tracebacks (torch.export, fake tensors) before raising on a damaged archive:
+    # the error below says it in one line
+    logging.disable(logging.CRITICAL)
     try:
         program = torch.export.load(io.BytesIO(data))
     except Exception as exc:  # torch raises many types for a damaged archive
         reason = f"{type(exc).__name__}: {_first_line(exc)}"
         raise ModelLoadError(f"{path}: torch.export.load failed ({reason}); {SAVE_HINT}") from exc
+    finally:
+        logging.disable(logging.NOTSET)
     if not isinstance(program, torch.export.ExportedProgram):
         raise ModelLoadError(f"{path}: does not hold an exported program; {SAVE_HINT}")
     return program

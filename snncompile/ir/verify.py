@@ -17,6 +17,9 @@ class Verifier:
             found.append(("<graph>", "has no Output node"))
         for name, op in graph.nodes():
             found += [(name, p) for p in op.check()]
+            if 0 in tuple(graph.shape(name) or ()):
+                found.append((name, f"{op.kind.value} has a zero-size output {tuple(graph.shape(name))}; "
+                                    "every layer needs at least one feature"))
             if isinstance(op, Output) and graph.users(name):
                 found.append((name, "an Output must not feed other nodes"))
             if not isinstance(op, Output) and not graph.users(name):

@@ -16,7 +16,7 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 # 1. torch first and pinned (2.13.0 is a local CPU wheel; other versions pull GBs of CUDA),
 #    together with the rest, in one resolver run.
 $PIP install "torch==2.13.0" onnx onnxruntime onnxscript nir h5py "numpy<2" "networkx<=2.8.7" \
-  scipy scikit-learn "asteval>=0.9.31,<0.10" tqdm pytest hypothesis 2>&1 | { grep -v "is ignored" || true; }
+  scipy scikit-learn "asteval>=0.9.31,<0.10" tqdm matplotlib pytest hypothesis 2>&1 | { grep -v "is ignored" || true; }
 # 2. Lava declares Python <3.11; with the flag given in step 1 pip would pick a scipy that needs 3.12.
 $PIP install --ignore-requires-python "lava-nc==0.10.0" 2>&1 | { grep -v "is ignored" || true; }
 # 3. Interop judges used by the tests: snnTorch (reads our NIR; installs beside torch 2.13
@@ -28,7 +28,18 @@ $PIP install --no-deps --ignore-requires-python "lava-dl==0.6.0" 2>&1 | { grep -
 # 4. The project itself (editable). Lava's Python 3.11 import error is fixed at import time by
 #    snncompile.backends.lava.compat, not by editing site-packages.
 $PIP install --no-deps -e . 2>&1 | { grep -v "is ignored" || true; }
-"$VENV/bin/python" -c "import torch, lava, nir, onnx, onnxruntime, networkx, sklearn, snntorch, nirtorch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+"$VENV/bin/python" -c "import torch, lava, nir, onnx, onnxruntime, networkx, sklearn, snntorch, nirtorch, matplotlib; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+# 5. Headless Chromium, to render report.html as a person sees it (python -m snncompile.render and
+#    tests/test_report_html.py, which skips without it). A system package: only as root with apt-get.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+      || echo "snncompile: note: apt-get could not install chromium; report rendering tests will skip"
+  else
+    echo "snncompile: note: chromium not installed (needs root and apt-get: apt-get install -y chromium);" \
+      "report rendering tests will skip"
+  fi
+fi
 rm -f "$VENV"/.snncompile-installed-*
 touch "$STAMP"
 echo "snncompile: environment ready in $VENV"

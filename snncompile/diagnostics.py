@@ -1,0 +1,123 @@
+"""Measurements the report's plots show: ANN activation vs SNN rate per layer, and accuracy vs steps.
+
+The SNN's rate output of a spiking layer, in the ANN's units, is the calibration pass's
+(``passes/calibrate.py``)
+
+    r_l = (spikes over T steps / T) · θ_l,          θ_l = vth_l · 64 / v_scale_l,
+
+compared with the activation a_l of the ReLU the layer replaced (same node name in the ANN). The
+readout layer is compared through the output: its membrane after T steps / (v_scale · T) against
+the ANN's logits. Both run on a few test samples only (``samples``), so the compile stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from snncompile.ir.graph import Graph
+from snncompile.ir.ops import LoihiNeuron
+
+SCATTER_POINTS = 600  # points per layer kept for the scatter plot (a fixed-seed subsample)
+
+
+@dataclass
+class LayerActivation:
+    """One layer's ANN activations and SNN rates (ANN units), flattened, and their error."""
+
+    ann: np.ndarray
+    snn: np.ndarray
+    mean_abs: float
+    rmse: float
+    samples: int
+
+    def error(self) -> dict:
+        """report.json's ``layers[].activation_error``."""
+        return {"mean_abs": self.mean_abs, "rmse": self.rmse, "samples": self.samples,
+                "units": "ANN activation units (rate · vth · 64 / v_scale)"}
+
+
+def _measured(ann: np.ndarray, snn: np.ndarray, samples: int) -> LayerActivation:
+    ann, snn = np.asarray(ann, dtype=np.float64).ravel(), np.asarray(snn, dtype=np.float64).ravel()
+    diff = snn - ann
+    keep = np.arange(ann.size)
+    if ann.size > SCATTER_POINTS:
+        keep = np.sort(np.random.default_rng(0).choice(ann.size, SCATTER_POINTS, replace=False))
+    return LayerActivation(ann=ann[keep], snn=snn[keep], mean_abs=float(np.abs(diff).mean()),
+                           rmse=float(np.sqrt(np.mean(diff ** 2))), samples=samples)
+
+
+def activation_comparison(ann_graph: Graph, fixed_graph: Graph, x: np.ndarray, steps: int,
+                          device: str | None = None) -> dict[str, LayerActivation]:
+    """Per LoihiNeuron layer of ``fixed_graph`` with an ANN counterpart: activations vs rates on ``x``."""
+    from snncompile.sim import ann as ann_sim
+    from snncompile.sim import fixed
+
+    layers = [n for n in fixed_graph.find(LoihiNeuron) if not fixed_graph.op(n).readout and n in ann_graph]
+    (out,) = ann_graph.output_names()
+    targets = ann_sim.evaluate(ann_graph, x, upto=set(layers) | {out})
+    run = fixed.simulate(fixed_graph, x, steps, device=device, record=True)
+    result = {}
+    for name in fixed_graph.find(LoihiNeuron):
+        op = fixed_graph.op(name)
+        if op.readout:
+            snn = fixed.output_values(fixed_graph, run) / steps
+            result[name] = _measured(targets[out].cpu().numpy(), snn, len(x))
+        elif name in layers:
+            theta = op.vth * 64 / op.v_scale
+            rate = run.trace.spikes[name].mean(axis=1) * theta
+            result[name] = _measured(targets[name].cpu().numpy(), rate, len(x))
+    return result
+
+
+def weight_error(snn_graph: Graph, fixed_graph: Graph) -> dict[str, float]:
+    """Per neuron layer: the RMS quantization error of the weights feeding it, relative to the RMS
+    of the float weights (integer weights / the layer's scale against the float SNN's)."""
+    from snncompile.ir.ops import FixedConv2d, FixedDense
+
+    quant = fixed_graph.metadata.get("quantization", {})
+    out = {}
+    for name in fixed_graph.find(LoihiNeuron):
+        scale = quant.get(name, {}).get("scale")
+        num = den = 0.0
+        for src in fixed_graph.inputs(name):
+            op = fixed_graph.op(src)
+            if not isinstance(op, (FixedDense, FixedConv2d)) or src not in snn_graph or not scale:
+                continue
+            w = np.asarray(snn_graph.op(src).weight, dtype=np.float64)
+            q = np.asarray(op.weight, dtype=np.float64)
+            if isinstance(op, FixedDense):
+                q = q * 2.0 ** int(op.weight_exp)
+            if q.shape != w.shape:
+                continue
+            num += float(np.sum((q / scale - w) ** 2))
+            den += float(np.sum(w ** 2))
+        if den > 0:
+            out[name] = float(np.sqrt(num / den))
+    return out
+
+
+def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, progress: bool = False) -> list[dict]:
+    """For each T: convert and quantize at T, then the float SNN's and the reference simulator's
+    test accuracy. ``options`` is api.Options; the test split is ``ds.test``."""
+    from snncompile import api
+    from snncompile.backends import reference
+    from snncompile.sim import snn as float_snn
+
+    rows = []
+    for steps in steps_list:
+        opts = dataclasses.replace(options, steps=int(steps), progress=False)
+        snn = api.to_snn(graph, calib, opts)
+        float_run = float_snn.simulate(snn, ds.test.x, opts.steps, delay=1)
+        row = {"steps": opts.steps, "float_snn_accuracy": api.accuracy(next(iter(float_run.outputs.values())),
+                                                                        ds.test.y),
+               "snn_accuracy": None}
+        if options.target != "nir":
+            fixed_graph, _ = api._fixed_point(snn, calib, opts, graph)
+            logits, _ = reference.predict(fixed_graph, ds.test.x, opts.steps, device=options.device,
+                                          progress=progress)
+            row["snn_accuracy"] = api.accuracy(logits, ds.test.y)
+        rows.append(row)
+    return rows

@@ -31,9 +31,23 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
+    """``train`` is what calibration learns from, ``test`` what accuracy is measured on; the two
+    never share a sample. ``calibration`` and ``evaluation`` say where each came from."""
+
     name: str
     train: Split
     test: Split
+    calibration: str = ""
+    evaluation: str = ""
+
+    def describe(self, calib_samples: int | None = None) -> dict:
+        """report.json's ``data``: the source and sample count of each part."""
+        used = len(self.train) if calib_samples is None else min(calib_samples, len(self.train))
+        return {
+            "calibration": {"source": self.calibration or f"{self.name}: train", "samples": used},
+            "evaluation": {"source": self.evaluation or f"{self.name}: test", "samples": len(self.test),
+                           "labels": self.test.y is not None},
+        }
 
 
 def digits(image: bool = True) -> Dataset:
@@ -51,52 +65,128 @@ def digits(image: bool = True) -> Dataset:
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SEED, stratify=y
     )
-    return Dataset("digits", Split(x_tr, y_tr), Split(x_te, y_te))
+    return Dataset("digits", Split(x_tr, y_tr), Split(x_te, y_te),
+                   calibration=f"digits: train split ({len(x_tr)} samples; stratified 80 %, seed {DIGITS_SEED})",
+                   evaluation=f"digits: test split ({len(x_te)} samples; 20 %)")
+
+
+SPLIT_SEED = 0  # the permutation that splits a single .npz into calibration and evaluation
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a .npz file, never unpickling (object arrays are refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found; pass 'digits' or an existing .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as exc:  # numpy raises several types for corrupt or pickled content
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc}); save one with "
+                        "np.savez(path, x=inputs, y=labels)") from None
 
 
 def load_npz(path: str | Path) -> Dataset:
-    """A .npz with ``x`` (and optionally ``y``); optional ``x_train``/``y_train`` for calibration.
+    """A .npz with ``x`` (N, C, H, W or N, F; floating point) and optionally ``y`` (N; integers).
 
-    Without a separate training split, the same samples serve for calibration and evaluation.
+    Calibration data never overlaps the evaluation data: with ``x_train`` (and ``y_train``) in
+    the file, those are the calibration samples; otherwise the samples are split by a fixed
+    permutation (seed 0): the first ``max(1, N // 5)`` of it are for calibration, the rest, in
+    file order, for evaluation (see ``holdout``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found; pass --data digits or an existing .npz")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as exc:  # numpy raises several types for corrupt files
-        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    arrays = read_npz(path)
     if "x" not in arrays:
-        raise DataError(f"{path}: no array named 'x'; save with np.savez(path, x=inputs, y=labels)")
+        raise DataError(f"{path}: no array named 'x' (found: {', '.join(sorted(arrays)) or 'none'}); "
+                        "save with np.savez(path, x=inputs, y=labels)")
     test = _split(path, arrays, "x", "y")
-    train = _split(path, arrays, "x_train", "y_train") if "x_train" in arrays else test
-    return Dataset(path.name, train, test)
+    if "x_train" in arrays:
+        train = _split(path, arrays, "x_train", "y_train")
+        return Dataset(path.name, train, test, calibration=f"{path}: x_train ({len(train)} samples)",
+                       evaluation=f"{path}: x ({len(test)} samples)")
+    return holdout(path, test)
+
+
+def holdout(path: Path, whole: Split) -> Dataset:
+    """One file's samples split into calibration (a seeded fifth) and evaluation (the rest)."""
+    n = len(whole)
+    if n < 2:
+        raise DataError(f"{path}: {n} sample(s) cannot be split into calibration and evaluation data; "
+                        "give at least 2, or a separate --calib-data file")
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    k = max(1, n // 5)
+    calib_idx, eval_idx = np.sort(order[:k]), np.sort(order[k:])
+    pick = lambda split, idx: Split(split.x[idx], None if split.y is None else split.y[idx])  # noqa: E731
+    return Dataset(
+        path.name, pick(whole, calib_idx), pick(whole, eval_idx),
+        calibration=f"{path}: {k} of {n} samples (a seed-{SPLIT_SEED} permutation's first fifth)",
+        evaluation=f"{path}: the other {n - k} samples",
+    )
 
 
 def _split(path: Path, arrays: dict, xk: str, yk: str) -> Split:
     x = arrays[xk]
-    if not np.issubdtype(x.dtype, np.number) or x.ndim < 2 or not np.all(np.isfinite(x)):
-        raise DataError(f"{path}: '{xk}' must be a finite numeric array of shape (N, ...)")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{path}: '{xk}' has dtype {x.dtype}; inputs must be floating point "
+                        f"(e.g. x.astype(np.float32))")
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError(f"{path}: '{xk}' has shape {x.shape}; it must be (N, C, H, W) or (N, F) with N >= 1")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{path}: '{xk}' holds {int(bad.sum())} NaN/Inf value(s), the first at index {first}")
     y = arrays.get(yk)
-    if y is not None and (y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer)):
-        raise DataError(f"{path}: '{yk}' must be integer labels of shape ({len(x)},)")
+    if y is not None:
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{path}: '{yk}' has dtype {y.dtype}; labels must be integers")
+        if y.shape != (len(x),):
+            raise DataError(f"{path}: '{yk}' has shape {y.shape}; labels must have shape ({len(x)},), one per sample")
     return Split(x.astype(np.float32), None if y is None else y.astype(np.int64))
 
 
-def load(spec: str, sample_shape: tuple[int, ...]) -> Dataset:
-    """``digits`` or a path to a .npz; the samples are checked against the model's input shape."""
-    if spec == "digits":
-        ds = digits(image=len(sample_shape) == 3)
-    else:
-        ds = load_npz(spec)
-    for split in (ds.train, ds.test):
-        if tuple(split.x.shape[1:]) != tuple(sample_shape):
-            if int(np.prod(split.x.shape[1:])) == int(np.prod(sample_shape)):
-                object.__setattr__(split, "x", split.x.reshape((len(split.x),) + tuple(sample_shape)))
-            else:
-                raise DataError(
-                    f"{spec}: samples have shape {tuple(split.x.shape[1:])}, "
-                    f"the model's input is {tuple(sample_shape)}"
-                )
-    return ds
+def _fit(split: Split, spec: str, sample_shape: tuple[int, ...]) -> Split:
+    """The split's samples in the model's input shape (a flat (N, F) fits (C, H, W) of the same
+    size), else the refusal, before any work starts."""
+    if tuple(split.x.shape[1:]) == tuple(sample_shape):
+        return split
+    if int(np.prod(split.x.shape[1:])) == int(np.prod(sample_shape)):
+        return Split(split.x.reshape((len(split.x),) + tuple(sample_shape)), split.y)
+    raise DataError(f"{spec}: samples have shape {tuple(split.x.shape[1:])}, the model's input is "
+                    f"{tuple(sample_shape)}; give data of the model's input shape")
+
+
+def _check_labels(split: Split, spec: str, classes: int | None) -> None:
+    if split.y is None or classes is None or len(split.y) == 0:
+        return
+    low, high = int(split.y.min()), int(split.y.max())
+    if low < 0 or high >= classes:
+        raise DataError(f"{spec}: labels range over {low}..{high}, the model has {classes} outputs "
+                        f"(labels must lie in 0..{classes - 1})")
+
+
+def load(spec: str, sample_shape: tuple[int, ...], calib_spec: str | None = None,
+         classes: int | None = None) -> Dataset:
+    """The evaluation data ``spec`` and the calibration data (``calib_spec``, else the part of
+    ``spec`` kept for it), checked against the model's input shape and output count.
+
+    ``digits``: the evaluation set is its test split, the calibration set its train split.
+    A .npz: see ``load_npz``. ``calib_spec`` (``digits`` or a .npz, whose ``x`` is used whole)
+    replaces the calibration part and leaves every sample of ``spec`` for evaluation.
+    """
+    image = len(sample_shape) == 3
+    ds = digits(image=image) if spec == "digits" else load_npz(spec)
+    if calib_spec is not None:
+        if spec != "digits" and "x_train" not in read_npz(spec):
+            whole = _split(Path(spec), read_npz(spec), "x", "y")
+            ds = Dataset(ds.name, ds.train, whole, evaluation=f"{spec}: all {len(whole)} samples")
+        if calib_spec == "digits":
+            calib, source = digits(image=image).train, "digits: train split"
+        else:
+            calib = _split(Path(calib_spec), read_npz(calib_spec), "x", "y")
+            source = f"{calib_spec}: x ({len(calib)} samples)"
+        ds = Dataset(ds.name, calib, ds.test, calibration=source, evaluation=ds.evaluation)
+    train = _fit(ds.train, calib_spec or spec, sample_shape)
+    test = _fit(ds.test, spec, sample_shape)
+    _check_labels(test, spec, classes)
+    _check_labels(train, calib_spec or spec, classes)
+    return Dataset(ds.name, train, test, calibration=ds.calibration, evaluation=ds.evaluation)

@@ -99,6 +99,10 @@ class LayerStats:
 class FixedResult:
     trace: Trace
     stats: dict[str, LayerStats] = field(default_factory=dict)
+    # with ``count_spikes``: per layer, spikes per neuron over all steps, and over the steps whose
+    # spikes reach the next layer within the run (0 .. T−2: a synapse delays by one step)
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    counts_delivered: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class _Counts:
@@ -314,12 +318,14 @@ def simulate(
     device: str | None = None,
     record: bool = True,
     encoded: dict | None = None,
+    count_spikes: bool = False,
 ) -> FixedResult:
     """Run a fixed-point graph for ``steps`` steps on a batch ``x`` (N, *input shape).
 
     ``record`` keeps every neuron's spikes and v at every step (memory: N·steps·neurons·9 bytes);
     without it only the outputs and the statistics are kept. ``encoded`` is the host-side input
-    encoding (computed with ``encode_inputs`` when not given).
+    encoding (computed with ``encode_inputs`` when not given). ``count_spikes`` keeps each
+    neuron's spike count per sample (what calibration needs, at a fraction of ``record``'s memory).
     """
     if target is None:
         from snncompile.targets.loihi2 import LOIHI2 as target
@@ -355,6 +361,9 @@ def simulate(
         # Each synapse delivers at step t what its source sent at step t − 1: zero at step 0.
         buffers = {s: torch.zeros((n,) + graph.shape(s), dtype=torch.int64, device=dev) for s in synapses}
         recorder = _Recorder(neurons, steps, dev) if record else None
+        tally = {k: torch.zeros(nr.v.shape, dtype=torch.int64, device=dev) for k, nr in neurons.items()} \
+            if count_spikes else {}
+        delivered = {}
         for t in range(steps):
             spikes = {}
             for name, neuron in neurons.items():
@@ -364,6 +373,10 @@ def simulate(
                 spikes[name] = neuron.step(a_in, counts[name])
                 if recorder is not None:
                     recorder.record(t, name, spikes[name], neuron.v)
+                if count_spikes:
+                    if t == steps - 1:
+                        delivered[name] = tally[name].clone()
+                    tally[name] += spikes[name]
             for s, synapse in synapses.items():
                 buffers[s] = synapse(spikes[synapse.pre], counts[synapse.consumer])
         trace = Trace(steps=steps)
@@ -373,7 +386,11 @@ def simulate(
         _read_counts(counts, stats)
         if recorder is not None:
             recorder.fill(trace)
-    return FixedResult(trace=trace, stats=stats)
+    result = FixedResult(trace=trace, stats=stats)
+    if count_spikes:
+        result.counts = {k: v.cpu().numpy() for k, v in tally.items()}
+        result.counts_delivered = {k: v.cpu().numpy() for k, v in delivered.items()}
+    return result
 
 
 def output_values(graph: Graph, result: FixedResult) -> np.ndarray:

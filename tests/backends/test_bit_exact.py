@@ -6,7 +6,7 @@ import pytest
 from snncompile.api import load_model
 from snncompile.backends import reference
 from snncompile.backends.lava import run_lava
-from snncompile.ir import FixedConv2d, Reset
+from snncompile.ir import FixedConv2d, LoihiNeuron, Reset
 from snncompile.passes import pipeline
 from snncompile.passes.convert import ConvertReLU
 from snncompile.passes.fold_batchnorm import fold_batchnorm
@@ -80,3 +80,22 @@ def test_saturating_neurons(weight):
     ref = assert_bit_exact(graph, np.array([[4095.0]]), 40)
     stats = ref.stats["n2"]
     assert stats.v_clipped + stats.v_clipped_low > 0
+
+
+@pytest.mark.parametrize("builder, calibrate", [(make_cnn, "advanced"), (make_resnet, "advanced"),
+                                                (make_resnet, "light")])
+def test_calibrated_graphs_stay_bit_exact(digits_image, builder, calibrate):
+    """Calibration changes weights, biases and initial membrane potentials; Lava must still agree."""
+    from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection
+
+    ann = builder(seed=3)
+    calib = digits_image.train.x[:128]
+    plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS))
+    cal = (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=60) if calibrate == "advanced"
+           else BiasCorrection(ann=ann, data=calib, steps=STEPS))
+    fixed = pipeline.run(plain, (cal,))
+    neurons = [n for n in fixed.find(LoihiNeuron) if not fixed.op(n).readout]
+    if calibrate == "advanced":
+        assert any(np.any(fixed.op(n).v_init != 0) for n in neurons)
+    assert any(fixed.op(n) != plain.op(n) for n in neurons)
+    assert_bit_exact(fixed, digits_image.test.x[:2], STEPS)

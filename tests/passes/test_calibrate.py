@@ -1,6 +1,7 @@
 """Light calibration (bias correction) in fixed point: structure kept, rate error reduced."""
 
 import numpy as np
+import pytest
 
 from snncompile.ir import LoihiNeuron, verify
 from snncompile.passes import pipeline
@@ -62,3 +63,97 @@ def _renamed(graph):
     for name in graph.order():
         b.add(f"x_{name}", graph.op(name), [f"x_{i}" for i in graph.inputs(name)])
     return b.build()
+
+
+# --- advanced calibration: weight calibration, potential initialization ---------------------------
+
+from snncompile.passes.calibrate import (  # noqa: E402
+    AdvancedCalibration,
+    WeightCalibration,
+    apply_potential,
+    calibratable,
+    layer_errors,
+    measure,
+    objective,
+    rates,
+)
+from tests.builders import make_resnet  # noqa: E402
+
+
+def _targets(ann, data, layers):
+    return {k: v.numpy() for k, v in evaluate(ann, data, upto=set(layers)).items()}
+
+
+@pytest.mark.parametrize("layer", ["relu1", "relu2"])
+def test_weight_calibration_reduces_the_layers_l2_objective(digits_image, layer):
+    """Both a host-fed layer (relu1: the host conv's float weights) and a spiking one (relu2:
+    integer weights, rounded inside the loop) get a smaller measured ‖r_l − a_l‖²."""
+    ann = make_cnn(seed=11)
+    calib, held_out = digits_image.train.x[:256], digits_image.test.x[:200]
+    plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS))
+    targets = _targets(ann, calib, [layer])
+    run = measure(plain, calib, STEPS)
+    tuned = WeightCalibration(steps=STEPS, iterations=200)(plain, layer, calib, run, targets[layer])
+    verify(tuned)
+    before = objective(plain, layer, run, targets[layer], STEPS)
+    after = objective(tuned, layer, measure(tuned, calib, STEPS), targets[layer], STEPS)
+    assert after < 0.9 * before
+    # on samples calibration never saw, too
+    held = _targets(ann, held_out, [layer])[layer]
+    assert objective(tuned, layer, measure(tuned, held_out, STEPS), held, STEPS) < \
+        objective(plain, layer, measure(plain, held_out, STEPS), held, STEPS)
+    if layer == "relu2":  # integer weights of the chip's format, and only this layer's changed
+        w = tuned.op("conv2").weight
+        assert plain.op("conv2").weight_format.contains(w) and not np.array_equal(w, plain.op("conv2").weight)
+        assert tuned.op("conv1") == plain.op("conv1")
+
+
+def test_potential_initialization_moves_the_count_by_the_charge(digits_image):
+    """v0 += T·e shifts the layer's rate (ANN units) by about e."""
+    ann = make_cnn(seed=11)
+    calib = digits_image.train.x[:128]
+    plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS))
+    op = plain.op("relu2")
+    theta = float(np.max(op.vth * 64 / op.v_scale))
+    shifted = apply_potential(plain, "relu2", np.full(op.vth.shape, 3 * theta))  # three spikes' worth
+    assert np.all(shifted.op("relu2").v_init == plain.op("relu2").v_init + round(3 * theta * op.v_scale))
+    before = measure(plain, calib, STEPS).counts["relu2"]
+    after = measure(shifted, calib, STEPS).counts["relu2"]
+    assert np.mean(after - before) == pytest.approx(3, abs=0.5)
+
+
+def test_advanced_calibration_reduces_every_layers_error_and_keeps_structure(digits_image):
+    ann = make_cnn(seed=11)
+    calib, held_out = digits_image.train.x[:256], digits_image.test.x[:200]
+    plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS))
+    adv = pipeline.run(plain, (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=150),))
+    verify(adv)
+    assert adv.structure() == plain.structure()
+    log = adv.metadata["advanced_calibration"]
+    assert sorted(log) == ["relu1", "relu2"]
+    assert all(entry["weight_objective"][1] < entry["weight_objective"][0] for entry in log.values())
+    assert np.any(adv.op("relu2").v_init != 0)  # potential initialization was set
+    plain_err, adv_err = layer_errors(plain, ann, held_out, STEPS), layer_errors(adv, ann, held_out, STEPS)
+    for layer in ("relu1", "relu2"):
+        assert adv_err[layer]["rmse"] < plain_err[layer]["rmse"]
+        assert abs(adv_err[layer]["mean"]) < abs(plain_err[layer]["mean"])
+
+
+def test_residual_block_with_membrane_add_calibrates(digits_image):
+    """relu3 sums conv3 and the identity shortcut from relu1: both synapses are calibrated."""
+    ann = make_resnet(seed=3)
+    calib = digits_image.train.x[:256]
+    plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS))
+    assert len(plain.inputs("relu3")) == 2
+    targets = _targets(ann, calib, ["relu3"])
+    run = measure(plain, calib, STEPS)
+    tuned = WeightCalibration(steps=STEPS, iterations=200)(plain, "relu3", calib, run, targets["relu3"])
+    for synapse in plain.inputs("relu3"):
+        assert not np.array_equal(tuned.op(synapse).weight, plain.op(synapse).weight)
+    assert objective(tuned, "relu3", measure(tuned, calib, STEPS), targets["relu3"], STEPS) < \
+        objective(plain, "relu3", run, targets["relu3"], STEPS)
+    adv = pipeline.run(plain, (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=100),))
+    assert set(adv.metadata["advanced_calibration"]) == set(calibratable(plain, ann))
+    r = rates(adv, "relu3", measure(adv, calib, STEPS), STEPS)
+    assert abs(float(np.mean(r - targets["relu3"]))) < abs(float(np.mean(
+        rates(plain, "relu3", run, STEPS) - targets["relu3"])))

@@ -1,0 +1,53 @@
+"""The fidelity gate (``--min-accuracy-ratio`` / ``--max-accuracy-drop``, exit code 3), and the
+project's own gate on every CI run: the bundled CNN, light calibration in fixed point, T=16."""
+
+import json
+
+import pytest
+
+from snncompile.cli import EXIT_FIDELITY, main
+
+
+@pytest.mark.lava
+def test_ci_fidelity_gate_bundled_cnn_light_calibration_t16(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["examples/digits_cnn.pt2", "-o", str(out), "--steps", "16", "--threshold", "mse",
+                 "--calibrate", "light", "--max-accuracy-drop", "2", "--min-accuracy-ratio", "0.98",
+                 "--samples", "1", "--no-progress"])
+    report = json.loads((out / "report.json").read_text())
+    gate = report["fidelity_gate"]
+    assert code == 0, gate
+    assert gate["passed"] and gate["reference"] == "ANN" and gate["failures"] == []
+    assert report["snn_accuracy"] >= report["ann_accuracy"] - 0.02
+    assert report["calibration"]["mode"] == "light" and report["calibration"]["samples"] == 256
+    assert report["calibration"]["seconds"] > 0
+    assert "Fidelity gate: passed" in (out / "report.md").read_text()
+
+
+def test_gate_failure_exits_3_with_one_line_and_keeps_the_report(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["examples/digits_mlp.pt2", "--target", "nir", "-o", str(out), "--steps", "2",
+                 "--min-accuracy-ratio", "0.999", "--no-progress"])
+    assert code == EXIT_FIDELITY == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("snncompile: error: fidelity gate failed: SNN/ANN accuracy ratio")
+    gate = json.loads((out / "report.json").read_text())["fidelity_gate"]
+    assert not gate["passed"] and gate["min_accuracy_ratio"] == 0.999
+    assert gate["reference"] == "ANN" and gate["snn_accuracy"] < 0.999 * gate["reference_accuracy"]
+
+
+def test_gate_needs_labels(tmp_path, capsys, digits_flat):
+    import numpy as np
+
+    data = tmp_path / "x.npz"
+    np.savez(data, x=digits_flat.test.x[:20])
+    assert main(["examples/digits_mlp.pt2", "--target", "nir", "-o", str(tmp_path / "o"), "--data", str(data),
+                 "--max-accuracy-drop", "1"]) == 2
+    assert "the fidelity gate needs labels ('y')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--min-accuracy-ratio", "1.5"), ("--max-accuracy-drop", "-1"),
+                                         ("--min-accuracy-ratio", "abc")])
+def test_gate_values_are_checked(tmp_path, capsys, flag, value):
+    assert main(["examples/digits_mlp.pt2", "-o", str(tmp_path / "o"), flag, value]) == 2
+    assert flag in capsys.readouterr().err

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from snncompile import data as datasets
-from snncompile.errors import ModelLoadError, SnnCompileError
+from snncompile.errors import SnnCompileError
 from snncompile.ir.ops import Reset
 from snncompile.ir.graph import Graph
 from snncompile.passes import pipeline
-from snncompile.passes.calibrate import BiasCorrection
+from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection
 from snncompile.passes.partition import Partition, Placement
 from snncompile.report import Report, build_report, write_report
 from snncompile.sim import ann
@@ -29,15 +29,25 @@ from snncompile.targets.loihi2 import LOIHI2
 class Options:
     target: str = "loihi2"
     steps: int = 32
-    data: str = "digits"
+    data: str = "digits"  # evaluation data: digits (its test split) or a .npz (see snncompile.data)
+    calib_data: str | None = None  # calibration data; default: digits' train split / part of --data
     samples: int = 4  # samples run on Lava and compared bit for bit
     calib_samples: int = 256
     percentile: float = 100.0
     threshold: str = "max"  # threshold balancing: max | percentile | mse (passes.convert)
-    calibrate: str = "none"  # none | light (bias correction in fixed point, passes.calibrate)
+    calibrate: str = "none"  # none | light | advanced, in fixed point (passes.calibrate)
+    calib_iterations: int = 300  # Adam steps per layer of advanced's weight calibration
+    min_accuracy_ratio: float | None = None  # fidelity gate: SNN / reference accuracy at least this
+    max_accuracy_drop: float | None = None  # fidelity gate: reference − SNN accuracy, in points, at most
     device: str | None = None
     progress: bool = True
     chips: int = 1  # Loihi 2 chips the model must fit on (loihi2 and netx targets)
+    arch: str | None = None  # package.module:factory building the module a state_dict fills
+    trust_pickle: bool = False  # unpickle a whole pickled nn.Module (can execute code)
+    input_shape: tuple[int, ...] | None = None  # one sample's shape, for TorchScript/state_dict
+    strict: bool = False  # any clipped or wrapped value is an error (OverflowLimitError)
+    sweep_steps: tuple[int, ...] = ()  # also convert at each T and report the accuracy (report: sweep)
+    activation_samples: int = 64  # test samples for the report's ANN-activation-vs-SNN-rate comparison
 
 
 @dataclass
@@ -62,20 +72,18 @@ class Inspection:
     placement: Placement
 
 
-FRONTENDS = {".onnx": "snncompile.frontends.onnx", ".nir": "snncompile.frontends.nir"}
 TARGETS = ("loihi2", "netx", "nir")
 
 
-def load_model(path: str | Path) -> Graph:
-    """A float IR graph from a model file: ``.onnx`` (ONNX), ``.nir`` (NIR), anything else a
-    ``torch.export.save`` file."""
-    import importlib
+def load_model(path: str | Path, options: Options | None = None) -> Graph:
+    """A float IR graph from a model file, its format told by its content, not its name
+    (``snncompile.frontends.detect``): torch.export, TorchScript, a state_dict with
+    ``options.arch``, a pickled module only with ``options.trust_pickle``, ONNX or NIR."""
+    from snncompile.frontends.detect import LoadOptions, load
 
-    path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(f"{path}: model file not found")
-    module = FRONTENDS.get(path.suffix.lower(), "snncompile.frontends.torch")
-    return importlib.import_module(module).load_model(path)
+    options = options or Options()
+    return load(Path(path), LoadOptions(arch=options.arch, trust_pickle=options.trust_pickle,
+                                        input_shape=options.input_shape, data=options.data))
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -87,7 +95,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
 def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
     """The float SNN: an ANN is converted (netx needs reset to zero); an SNN keeps its neurons."""
     if any(op.neuron for _, op in graph.nodes()):
-        return pipeline.run(graph, (pipeline.fuse_linear,))
+        return pipeline.run(graph, pipeline.spiking())
     reset = Reset.ZERO if options.target == "netx" else Reset.SUBTRACT
     passes = pipeline.convert(calib, options.percentile, reset=reset, mode=options.threshold, steps=options.steps)
     return pipeline.run(graph, passes)
@@ -98,22 +106,82 @@ def _fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | N
     place it on ``options.chips`` chips (raises ResourceError when it does not fit)."""
     if options.chips < 1:
         raise SnnCompileError(f"chips must be at least 1, got {options.chips}")
-    if options.calibrate not in ("none", "light"):
-        raise SnnCompileError(f"--calibrate must be none or light, not '{options.calibrate}'")
+    if options.calibrate not in CALIBRATIONS:
+        raise SnnCompileError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, not '{options.calibrate}'")
     bias_exp = 6 if options.target == "netx" else None
-    passes = (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2, bias_exp=bias_exp),)
+    fixed_graph = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
+                                                       bias_exp=bias_exp),))
+    t0 = time.perf_counter()
+    calibration = None
     if options.calibrate == "light" and ann is not None:
-        passes += (BiasCorrection(ann=ann, data=calib, steps=options.steps, bias_exp=bias_exp,
-                                  progress=options.progress),)
-    fixed_graph = pipeline.run(snn, passes)
+        calibration = BiasCorrection(ann=ann, data=calib, steps=options.steps, bias_exp=bias_exp,
+                                     progress=options.progress)
+    elif options.calibrate == "advanced" and ann is not None:
+        # netx cannot hold an initial membrane potential: no potential initialization there
+        calibration = AdvancedCalibration(ann=ann, data=calib, steps=options.steps, bias_exp=bias_exp,
+                                          potential_init=options.target != "netx",
+                                          iterations=options.calib_iterations, progress=options.progress)
+    if calibration is not None:
+        fixed_graph = pipeline.run(fixed_graph, (calibration,))
+    builder = fixed_graph.edit()
+    builder.metadata = {**builder.metadata, "calibration": {
+        "mode": options.calibrate if calibration is not None else "none",
+        "requested": options.calibrate, "samples": len(calib),
+        "seconds": round(time.perf_counter() - t0, 3) if calibration is not None else 0.0,
+        "in_fixed_point": True,
+    }}
+    fixed_graph = builder.build()
     return fixed_graph, Partition(target=LOIHI2, chips=options.chips)(fixed_graph)
+
+
+CALIBRATIONS = ("none", "light", "advanced")
+
+
+def load_data(graph: Graph, options: Options) -> datasets.Dataset:
+    """The evaluation and calibration data of ``options`` for ``graph``, checked against its input
+    shape and output count before any work starts."""
+    (inp,) = graph.input_names()
+    outputs = graph.output_names()
+    classes = int(np.prod(graph.shape(outputs[0]))) if len(outputs) == 1 else None
+    ds = datasets.load(options.data, graph.shape(inp), calib_spec=options.calib_data, classes=classes)
+    if (options.min_accuracy_ratio is not None or options.max_accuracy_drop is not None) and ds.test.y is None:
+        raise SnnCompileError(f"{options.data}: the fidelity gate needs labels ('y') in the evaluation data")
+    return ds
+
+
+def fidelity_gate(report: Report, options: Options) -> dict | None:
+    """The gate's verdict (also stored in report.json as ``fidelity_gate``), or None when no
+    gate was asked for. The reference accuracy is the ANN's, or the float SNN's for a model that
+    was already spiking."""
+    if options.min_accuracy_ratio is None and options.max_accuracy_drop is None:
+        return None
+    d = report.data
+    snn = d["snn_accuracy"] if d["snn_accuracy"] is not None else d["float_snn_accuracy"]
+    ref_name, ref = ("ANN", d["ann_accuracy"]) if d["ann_accuracy"] is not None else \
+        ("float SNN", d["float_snn_accuracy"])
+    verdict = {"reference": ref_name, "reference_accuracy": ref, "snn_accuracy": snn, "failures": []}
+    if ref is None or snn is None:
+        verdict["failures"].append("accuracy not available")
+    else:
+        if options.min_accuracy_ratio is not None:
+            ratio = snn / ref if ref else 0.0
+            verdict["min_accuracy_ratio"] = options.min_accuracy_ratio
+            if ratio < options.min_accuracy_ratio:
+                verdict["failures"].append(f"SNN/{ref_name} accuracy ratio {ratio:.4f} < {options.min_accuracy_ratio}")
+        if options.max_accuracy_drop is not None:
+            drop = 100 * (ref - snn)
+            verdict["max_accuracy_drop"] = options.max_accuracy_drop
+            if drop > options.max_accuracy_drop:
+                verdict["failures"].append(f"accuracy drop {drop:.2f} pp > {options.max_accuracy_drop} pp "
+                                           f"({ref_name} {100 * ref:.2f} %, SNN {100 * snn:.2f} %)")
+    verdict["passed"] = not verdict["failures"]
+    return verdict
 
 
 def inspect_model(model: str | Path | Graph, options: Options = Options()) -> Inspection:
     """Compile ``model`` to Loihi 2 fixed point and place it on cores; runs nothing, writes nothing."""
-    graph = model if isinstance(model, Graph) else load_model(model)
-    (inp,) = graph.input_names()
-    ds = datasets.load(options.data, graph.shape(inp))
+    graph = model if isinstance(model, Graph) else load_model(model, options)
+    ds = load_data(graph, options)
     calib = ds.train.x[: options.calib_samples]
     snn = to_snn(graph, calib, options)
     fixed_graph, placement = _fixed_point(snn, calib, options, graph)
@@ -133,11 +201,11 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     """
     if options.target not in TARGETS:
         raise SnnCompileError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
+    check_outdir(outdir)
     timings = {}
     t0 = time.perf_counter()
-    graph = model if isinstance(model, Graph) else load_model(model)
-    (inp,) = graph.input_names()
-    ds = datasets.load(options.data, graph.shape(inp))
+    graph = model if isinstance(model, Graph) else load_model(model, options)
+    ds = load_data(graph, options)
     calib = ds.train.x[: options.calib_samples]
     timings["load_s"] = time.perf_counter() - t0
 
@@ -164,6 +232,8 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
             fixed_graph, ds.test.x, options.steps, device=options.device, progress=options.progress
         )
         timings["reference_s"] = time.perf_counter() - t0
+        if options.strict:
+            _check_overflows(fixed_graph, stats)  # before Lava runs: fail fast
 
         t0 = time.perf_counter()
         check = ds.test.x[: options.samples]
@@ -175,6 +245,23 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         comparison = compare(ref_trace, lava_trace)
         timings["lava_s"] = time.perf_counter() - t0
 
+    activations, weight_errors, sweep = {}, {}, None
+    if fixed_graph is not None:
+        from snncompile import diagnostics
+
+        t0 = time.perf_counter()
+        weight_errors = diagnostics.weight_error(snn, fixed_graph)
+        if is_ann and options.activation_samples:
+            activations = diagnostics.activation_comparison(
+                graph, fixed_graph, ds.test.x[: options.activation_samples], options.steps, device=options.device)
+        timings["diagnostics_s"] = time.perf_counter() - t0
+    if options.sweep_steps:
+        from snncompile import diagnostics
+
+        t0 = time.perf_counter()
+        sweep = diagnostics.sweep_steps(graph, ds, calib, options, options.sweep_steps, progress=options.progress)
+        timings["sweep_s"] = time.perf_counter() - t0
+
     report = build_report(
         options=options, float_graph=graph, snn_graph=snn, fixed_graph=fixed_graph,
         ann_accuracy=accuracy(ann_logits, ds.test.y) if is_ann else None,
@@ -182,29 +269,86 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         snn_accuracy=None if snn_logits is None else accuracy(snn_logits, ds.test.y),
         ann_logits=ann_logits, snn_logits=None if snn_logits is None else snn_logits / options.steps,
         stats=stats, comparison=comparison, test_samples=len(ds.test), calib_samples=len(calib),
-        timings=timings, placement=placement,
+        timings=timings, placement=placement, activations=activations, weight_errors=weight_errors,
+        sweep=sweep,
     )
-    files = _write_outputs(Path(outdir), snn, fixed_graph, report, options)
+    report.data["data"] = ds.describe(options.calib_samples) | {
+        "accuracies": "every accuracy is measured on the evaluation data; calibration (thresholds, "
+                      "fixed-point ranges, bias/weight calibration) saw only the calibration data"}
+    report.data["calibration"] = None if fixed_graph is None else fixed_graph.metadata.get("calibration")
+    report.data["fidelity_gate"] = fidelity_gate(report, options)
+    check_x = ds.test.x[: options.samples] if fixed_graph is not None else None
+    files = _write_outputs(Path(outdir), snn, fixed_graph, report, options, check_x=check_x)
     return Compiled(graph, snn, fixed_graph, report, files, placement)
 
 
-def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: Report, options: Options):
+def _check_overflows(fixed_graph: Graph, stats: dict) -> None:
+    """``strict``: any clipped or wrapped value (quantization or simulation) is an error."""
+    from snncompile.errors import OverflowLimitError
+    from snncompile.report import overflow_counts, overflow_summary
+
+    found = overflow_summary(overflow_counts(fixed_graph, stats))
+    if found:
+        raise OverflowLimitError(f"--strict: values clipped or wrapped in {len(found)} layer(s): "
+                                 f"{'; '.join(found)}; nothing written (lower the input range or the "
+                                 "steps, or drop --strict to accept and count them)")
+
+
+def check_outdir(outdir: str | Path) -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be created or written."""
+    import os
+
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise SnnCompileError(f"{outdir}: the output folder is an existing file; pass a folder with -o")
+    existing = outdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise SnnCompileError(f"{outdir}: cannot write the output folder ({existing} is not a writable "
+                              "folder); pass another with -o")
+    return outdir
+
+
+def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: Report, options: Options,
+                   check_x: np.ndarray | None = None):
+    """Write every file into a staging folder beside ``outdir``, then move it into place: a new
+    ``outdir`` appears whole (one rename); into an existing one each file moves by one rename.
+    On any failure the staging folder goes and ``outdir`` is left as it was (or absent)."""
     from snncompile.backends import nir as nir_backend
 
-    outdir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".snncompile-", dir=outdir))
+    outdir = check_outdir(outdir)
+    try:
+        outdir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.snncompile-", dir=outdir.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would become the output folder's mode
+    except OSError as exc:
+        raise SnnCompileError(f"{outdir}: cannot write the output folder ({exc.strerror or exc})") from None
     try:
         files = {"nir": nir_backend.write(snn, staging / "model.nir")}
         if options.target == "netx":
             from snncompile.backends import netx
 
             files["netx"] = netx.write(fixed_graph, staging / "model.net")
+        if fixed_graph is not None and check_x is not None:
+            # the run bundle: the Lava graph and the compared samples, replayable without the model
+            from snncompile.backends import bundle
+
+            files.update(bundle.write(fixed_graph, staging, steps=options.steps, x=check_x))
+            files["run_on_loihi"] = bundle.write_script(staging)
         files.update(write_report(report, staging))
+        if not outdir.exists():
+            staging.rename(outdir)
+            return {key: outdir / path.name for key, path in files.items()}
         final = {}
         for key, path in files.items():
             target = outdir / path.name
+            if target.is_dir():  # plots/: a folder is replaced whole, never merged with an old one
+                shutil.rmtree(target)
             path.replace(target)
             final[key] = target
+    except OSError as exc:
+        raise SnnCompileError(f"{outdir}: writing the outputs failed ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

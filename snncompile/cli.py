@@ -2,53 +2,182 @@
 and ``snncompile inspect MODEL [--data ...] [--steps T] [--chips N]``: the fixed-point IR as a table
 with the Loihi 2 cores of every layer (compiles, runs nothing, writes nothing).
 
-``inspect`` is a first word, not a subparser, so that ``snncompile MODEL ...`` keeps working as it
+``snncompile verify OUTDIR [--against recording.npz]`` (snncompile/verify.py) replays a run
+bundle on the reference simulator and compares it bit for bit with Lava or a recording.
+
+``inspect`` and ``verify`` are first words, not subparsers, so that ``snncompile MODEL ...`` keeps working as it
 always has; a model file named ``inspect`` is given as ``./inspect``.
+
+Exit codes (README, "Exit codes"): 0 success; 1 Lava and the reference simulator disagree;
+2 bad input (model, data, flags: one line on stderr, nothing written); 3 the fidelity gate
+failed; 4 ``--strict`` found clipped or wrapped values. Every error is one line on stderr starting
+``snncompile: error:``; ``--json`` also prints it on stdout as ``{"error": ..., "exit_code": ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
+import warnings
 
 from snncompile.errors import SnnCompileError
 
-EXIT_USER_ERROR = 2
+EXIT_OK = 0
+EXIT_MISMATCH = 1  # Lava and the reference simulator computed different bits
+EXIT_USER_ERROR = 2  # bad input: model, data or flags (SnnCompileError.exit_code)
+EXIT_FIDELITY = 3  # the fidelity gate (accuracy ratio / drop) failed
+EXIT_STRICT = 4  # --strict: something was clipped or wrapped (OverflowLimitError.exit_code)
+
+MAX_STEPS = 10_000  # time steps per sample
+MAX_SAMPLES = 10_000  # samples compared on Lava; calibration samples
+
+
+class UsageError(SnnCompileError):
+    """A command-line flag is missing or malformed (argparse's own errors, as one line)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are SnnCompileErrors: one line, handled like every other error."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see snncompile --help)")
+
+
+def _limited(maximum: int):
+    def parse(text: str) -> int:
+        value = _positive(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {text}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _number(low: float, high: float, low_open: bool = False, what: str = "a number"):
+    """A float parser for [low, high] ((low, high] with ``low_open``); nan is refused."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        inside = (low < value if low_open else low <= value) and value <= high  # False for nan
+        if not inside:
+            raise argparse.ArgumentTypeError(f"must be {what} in {interval}, got '{text}'")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_percentile = _number(0, 100, low_open=True)
+_ratio = _number(0, 1)
+_points = _number(0, 100, what="percentage points")
+
+
+def _arch(text: str) -> str:
+    where, _, factory = text.rpartition(":")
+    if not where or not factory.isidentifier():
+        raise argparse.ArgumentTypeError(f"must be package.module:factory or path/to/file.py:factory, got '{text}'")
+    return text
+
+
+def _device(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got '{text}'")
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"'{text}' requested but no CUDA device is available; use cpu")
+    return text
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 or d > 1 << 20 for d in dims):
+        raise argparse.ArgumentTypeError(f"must be positive sizes separated by commas (e.g. 1,8,8), got '{text}'")
+    return dims
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got '{text}'") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
-MODEL_HELP = "a torch.export.save file (any name, e.g. model.pt), a .onnx or a .nir file"
+def _steps_list(text: str) -> tuple[int, ...]:
+    """'4,8,16,32' -> (4, 8, 16, 32): each a positive integer."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text}")
+    return tuple(sorted(set(values)))
+
+
+MODEL_HELP = ("a model file, told by its content: torch.export.save (recommended), TorchScript, "
+              "a state_dict with --arch, ONNX or NIR")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     """Options shared by compiling and inspecting."""
-    p.add_argument("--steps", type=_positive, default=32, help="time steps per sample (default 32)")
-    p.add_argument("--data", default="digits", help="'digits' or a .npz file with x (and y)")
-    p.add_argument("--calib-samples", type=_positive, default=256, help="calibration samples (default 256)")
+    p.add_argument("--steps", type=_limited(MAX_STEPS), default=32,
+                   help=f"time steps per sample (default 32, at most {MAX_STEPS})")
+    p.add_argument("--data", default="digits",
+                   help="evaluation data: 'digits' (its test split) or a .npz with x (and y); without "
+                   "--calib-data a .npz is split: a seeded fifth calibrates, the rest evaluates")
+    p.add_argument("--calib-data", default=None, metavar="SPEC",
+                   help="calibration data: 'digits' (its train split) or a .npz with x (default: "
+                   "digits' train split, or the calibration part of --data)")
+    p.add_argument("--calib-samples", type=_limited(MAX_SAMPLES), default=256,
+                   help="calibration samples (default 256)")
     p.add_argument("--threshold", choices=["max", "percentile", "mse"], default="max",
                    help="threshold balancing: max activation (default), a percentile of it, or the "
                    "calibration paper's MSE grid search for the given steps")
-    p.add_argument("--percentile", type=float, default=99.99,
+    p.add_argument("--percentile", type=_percentile, default=99.99,
                    help="the percentile for --threshold percentile (default 99.99)")
-    p.add_argument("--calibrate", choices=["none", "light"], default="none",
-                   help="light: per-channel bias correction measured in Loihi 2 fixed point")
-    p.add_argument("--chips", type=_positive, default=1,
+    p.add_argument("--calibrate", choices=["none", "light", "advanced"], default="none",
+                   help="calibration measured in Loihi 2 fixed point: light = per-channel bias "
+                   "correction; advanced = layer-wise weight calibration (Adam), potential "
+                   "initialization and bias correction")
+    p.add_argument("--calib-iterations", type=_limited(100_000), default=300,
+                   help="Adam steps per layer for --calibrate advanced (default 300)")
+    p.add_argument("--chips", type=_limited(1024), default=1,
                    help="Loihi 2 chips the model must fit on (default 1; 128 cores each)")
+    p.add_argument("--arch", type=_arch, default=None, metavar="MODULE:FACTORY",
+                   help="for a state_dict: package.module:factory or path/to/file.py:factory, a "
+                   "function returning the nn.Module the weights fill")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a whole pickled nn.Module (torch.save(model)); unpickling can execute "
+                   "arbitrary code: only for files you trust")
+    p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
+                   help="one sample's shape, for TorchScript and state_dict models (default: from "
+                   "--data or the first layer)")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="snncompile",
         description="Compile a PyTorch ReLU network to a spiking network for Intel Loihi 2, "
         "check it on data with the exact reference simulator, and verify Lava computes the same bits.",
         epilog="Also: snncompile inspect MODEL [--data ...] [--steps T] [--chips N] prints the "
-        "fixed-point IR and the Loihi 2 cores of every layer.",
+        "fixed-point IR and the Loihi 2 cores of every layer; snncompile verify OUTDIR [--against "
+        "recording.npz] compares a compiled OUTDIR's run bundle bit for bit (see snncompile verify --help).",
     )
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--target", choices=["loihi2", "netx", "nir"], default="loihi2",
@@ -56,14 +185,29 @@ def parser() -> argparse.ArgumentParser:
                    "model.net (reset to zero); nir: the float SNN as model.nir only")
     p.add_argument("-o", "--outdir", default="out", help="folder for model.nir, report.json, report.md")
     _common(p)
-    p.add_argument("--samples", type=_positive, default=4, help="samples run on Lava and compared (default 4)")
-    p.add_argument("--device", default=None, help="reference simulator device: cpu or cuda (default: cuda if present)")
+    p.add_argument("--samples", type=_limited(MAX_SAMPLES), default=4,
+                   help="samples run on Lava and compared (default 4)")
+    p.add_argument("--sweep-steps", type=_steps_list, default=(), metavar="T1,T2,...",
+                   help="also convert at each of these step counts and report (and plot) the test "
+                   "accuracy against T, e.g. 4,8,16,32")
+    p.add_argument("--device", type=_device, default=None,
+                   help="reference simulator device: cpu or cuda (default: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--min-accuracy-ratio", type=_ratio, default=None, metavar="R",
+                   help="fidelity gate: exit 3 when SNN accuracy / ANN accuracy (float SNN for a "
+                   "spiking model) is below R, e.g. 0.98")
+    p.add_argument("--max-accuracy-drop", type=_points, default=None, metavar="PP",
+                   help="fidelity gate: exit 3 when the SNN is more than PP percentage points below the ANN")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 4) when any weight, bias, threshold or state value is clipped or wrapped")
+    p.add_argument("--json", action="store_true",
+                   help="print report.json (or the error) on stdout as one JSON document, nothing else")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return p
 
 
 def inspect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="snncompile inspect",
         description="Compile a model to Loihi 2 fixed point and print its IR as a table (name, op, "
         "shape, neurons, synapses, cores); runs no simulation and writes no file.",
@@ -73,19 +217,35 @@ def inspect_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fail(exc: SnnCompileError, as_json: bool = False) -> int:
+    """Report an error: one line on stderr (and a JSON document on stdout); its exit code."""
+    message = " ".join(str(exc).split())
+    code = getattr(exc, "exit_code", EXIT_USER_ERROR)
+    print(f"snncompile: error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code
+
+
 def inspect(argv: list[str]) -> int:
-    args = inspect_parser().parse_args(argv)
+    try:
+        args = inspect_parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(exc)
     from snncompile.api import Options, inspect_model
     from snncompile.report import ir_table
 
-    options = Options(steps=args.steps, data=args.data, calib_samples=args.calib_samples,
+    options = Options(steps=args.steps, data=args.data, calib_data=args.calib_data,
+                      calib_iterations=args.calib_iterations, calib_samples=args.calib_samples,
                       percentile=args.percentile, threshold=args.threshold, calibrate=args.calibrate,
-                      chips=args.chips, progress=False)
+                      chips=args.chips, progress=False, arch=args.arch, trust_pickle=args.trust_pickle,
+                      input_shape=args.input_shape)
     try:
-        result = inspect_model(args.model, options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = inspect_model(args.model, options)
     except SnnCompileError as exc:
-        print(f"snncompile: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _fail(exc)
     print(ir_table(result.fixed_graph, result.placement))
     return 0
 
@@ -94,24 +254,51 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["inspect"]:
         return inspect(argv[1:])
-    args = parser().parse_args(argv)
+    if argv[:1] == ["verify"]:
+        from snncompile.verify import main as verify_main
+
+        return verify_main(argv[1:])
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(exc, as_json="--json" in argv)
     from snncompile.api import Options, compile_model
 
     options = Options(
-        target=args.target, steps=args.steps, data=args.data, samples=args.samples,
+        target=args.target, steps=args.steps, data=args.data, calib_data=args.calib_data, samples=args.samples,
+        calib_iterations=args.calib_iterations, min_accuracy_ratio=args.min_accuracy_ratio,
+        max_accuracy_drop=args.max_accuracy_drop,
         calib_samples=args.calib_samples, percentile=args.percentile, threshold=args.threshold,
+        sweep_steps=args.sweep_steps,
         calibrate=args.calibrate, device=args.device,
-        progress=not args.no_progress and sys.stderr.isatty(), chips=args.chips,
+        progress=not (args.no_progress or args.quiet) and sys.stderr.isatty(), chips=args.chips,
+        arch=args.arch, trust_pickle=args.trust_pickle, input_shape=args.input_shape, strict=args.strict,
     )
     try:
-        compiled = compile_model(args.model, args.outdir, options)
+        # with --json, stdout carries the one JSON document: stray prints go to stderr
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # library deprecation notes are not the user's business
+            compiled = compile_model(args.model, args.outdir, options)
     except SnnCompileError as exc:
-        print(f"snncompile: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print(compiled.report.summary())
-    print("wrote " + ", ".join(str(p) for p in compiled.files.values()))
+        return _fail(exc, as_json=args.json)
     bit_exact = compiled.report.data["bit_exact"]
-    return 0 if bit_exact is None or bit_exact["mismatches"] == 0 else 1
+    code = EXIT_OK if bit_exact is None or bit_exact["mismatches"] == 0 else EXIT_MISMATCH
+    if args.json:
+        print(compiled.files["report_json"].read_text().strip())
+    elif not args.quiet:
+        print(compiled.report.summary())
+        print("wrote " + ", ".join(str(p) for p in compiled.files.values()))
+    if code == EXIT_MISMATCH:
+        print(f"snncompile: error: Lava and the reference simulator disagree: {bit_exact['mismatches']} "
+              f"mismatches (first: {bit_exact['first_mismatch']})", file=sys.stderr)
+        return code
+    gate = compiled.report.data.get("fidelity_gate")
+    if gate and not gate["passed"]:
+        print(f"snncompile: error: fidelity gate failed: {'; '.join(gate['failures'])} "
+              f"(report written to {args.outdir})", file=sys.stderr)
+        return EXIT_FIDELITY
+    return code
 
 
 if __name__ == "__main__":

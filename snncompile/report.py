@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ from snncompile.targets.loihi2 import LOIHI2
 @dataclass
 class Report:
     data: dict
+    # per layer: diagnostics.LayerActivation (ANN activation vs SNN rate), for report.html's scatter
+    activations: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         d = self.data
@@ -79,7 +81,8 @@ def _synapses(graph: Graph, neuron: str) -> int:
 
 def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, float_snn_accuracy,
                  snn_accuracy, ann_logits, snn_logits, stats, comparison, test_samples, calib_samples,
-                 timings, placement: Placement | None = None) -> Report:
+                 timings, placement: Placement | None = None, activations: dict | None = None,
+                 weight_errors: dict | None = None, sweep: list[dict] | None = None) -> Report:
     layers = _fixed_layers(fixed_graph, snn_graph, stats, test_samples, options.steps) if fixed_graph else [
         {"name": n, "op": snn_graph.op(n).kind.value, "shape": list(snn_graph.shape(n)),
          "neurons": int(np.prod(snn_graph.shape(n))), "synapses": None,
@@ -113,15 +116,23 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
         "input_encoding": "first layer computed on the host, fed as neuron bias (13-bit mantissa, "
                           "3-bit exponent) every step",
         "readout": "non-spiking neuron (vth at maximum), membrane read after the last step",
+        # residual connections of a directly trained SNN: lowering and cost each (passes.residual)
+        "residual": (fixed_graph if fixed_graph is not None else snn_graph).metadata.get("residual"),
         "resources": None if placement is None or fixed_graph is None else
         _resources(placement, fixed_graph, stats, test_samples, options.steps),
+        "sweep": sweep,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "environment": {
             "snncompile": snncompile.__version__, "python": platform.python_version(),
             "torch": torch.__version__, "device": options.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         },
     }
-    return Report(data)
+    for layer in layers:
+        if layer["name"] in (activations or {}):
+            layer.setdefault("activation_error", activations[layer["name"]].error())
+        if layer["name"] in (weight_errors or {}):
+            layer["weight_error"] = weight_errors[layer["name"]]
+    return Report(data, activations or {})
 
 
 def outgoing_synapses(graph: Graph, population: str) -> int:
@@ -173,6 +184,37 @@ def _activity(graph: Graph, stats: dict, test_samples: int, steps: int, target=L
     }
 
 
+# clips counted when quantizing (passes.quantize), beside the simulator's LayerStats counters
+QUANTIZATION_OVERFLOWS = ("weight_saturated", "bias_saturated", "threshold_clipped", "v_init_saturated")
+
+
+def overflow_counts(fixed_graph: Graph, stats: dict) -> dict[str, dict[str, int]]:
+    """Per neuron layer, every overflow counter: the simulator's (LayerStats, summed over the
+    samples and steps it ran) and those of quantization (graph metadata), plus their sum."""
+    quant = fixed_graph.metadata.get("quantization", {})
+    counts = {}
+    for name in fixed_graph.find(LoihiNeuron):
+        s = stats[name].as_dict() if name in stats else {}
+        q = quant.get(name, {})
+        layer = {k: v for k, v in s.items() if k not in ("spikes", "saturations")}
+        layer |= {"weight_saturated": q.get("weight_saturated", 0),
+                  "bias_quantization_saturated": q.get("bias_saturated", 0),
+                  "threshold_clipped": q.get("threshold_clipped", 0),
+                  "v_init_saturated": q.get("v_init_saturated", 0)}
+        counts[name] = layer
+    return counts
+
+
+def overflow_summary(counts: dict[str, dict[str, int]]) -> list[str]:
+    """'layer: 3 v_clipped, 1 weight_saturated' for every layer with a clipped or wrapped value."""
+    found = []
+    for name, layer in counts.items():
+        parts = [f"{n} {kind}" for kind, n in layer.items() if n]
+        if parts:
+            found.append(f"{name}: {', '.join(parts)}")
+    return found
+
+
 def _fixed_layers(fixed_graph, snn_graph, stats, test_samples, steps) -> list[dict]:
     quant = fixed_graph.metadata.get("quantization", {})
     layers = []
@@ -192,13 +234,36 @@ def _fixed_layers(fixed_graph, snn_graph, stats, test_samples, steps) -> list[di
             "vth": int(np.max(op.vth)),
             "scale": q.get("scale"),
             "spike_rate": s.spikes / max(1, neurons * test_samples * steps),
-            "saturations": s.saturations + q.get("weight_saturated", 0) + q.get("bias_saturated", 0),
+            "saturations": s.saturations + sum(q.get(key, 0) for key in QUANTIZATION_OVERFLOWS),
             "overflow": s.as_dict() | {
                 "weight_saturated": q.get("weight_saturated", 0),
                 "bias_quantization_saturated": q.get("bias_saturated", 0),
+                "threshold_clipped": q.get("threshold_clipped", 0),
+                "v_init_saturated": q.get("v_init_saturated", 0),
             },
         })
     return layers
+
+
+def data_lines(d: dict) -> list[str]:
+    """Where the calibration and evaluation samples came from, the calibration done, the gate."""
+    data = d.get("data")
+    if not isinstance(data, dict):
+        return [f"Data `{data}` ({d['calib_samples']} calibration samples, {d['test_samples']} test samples)."]
+    ev, cal = data["evaluation"], data["calibration"]
+    lines = [f"- Accuracies below: evaluation data {ev['source']}, {ev['samples']} samples"
+             + ("" if ev.get("labels", True) else " (no labels 'y': accuracy not available)") + ".",
+             f"- Calibration data (never evaluated on): {cal['source']}, {cal['samples']} samples used."]
+    cal_info = d.get("calibration")
+    if cal_info:
+        lines.append(f"- Calibration: {cal_info['mode']}" + (
+            f", {cal_info['seconds']:.1f} s, measured in Loihi 2 fixed point" if cal_info["mode"] != "none" else "")
+            + ".")
+    gate = d.get("fidelity_gate")
+    if gate:
+        lines.append("- Fidelity gate: " + ("passed" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"]))
+                     + ".")
+    return lines
 
 
 def _md(report: Report) -> str:
@@ -208,8 +273,9 @@ def _md(report: Report) -> str:
     lines = [
         "# snncompile report",
         "",
-        f"Target **{d['target']}**, {d['steps']} steps, data `{d['data']}` "
-        f"({d['calib_samples']} calibration samples, {d['test_samples']} test samples).",
+        f"Target **{d['target']}**, {d['steps']} steps.",
+        "",
+        *data_lines(d),
         "",
         "| | accuracy |",
         "|---|---|",
@@ -340,8 +406,11 @@ def _clean(obj):
 
 
 def write_report(report: Report, outdir: Path) -> dict[str, Path]:
+    from snncompile import report_html  # matplotlib loads only when a report is written
+
     json_path = outdir / "report.json"
     md_path = outdir / "report.md"
     json_path.write_text(json.dumps(_clean(report.data), indent=2) + "\n")
-    md_path.write_text(_md(report))
-    return {"report_json": json_path, "report_md": md_path}
+    rich, md_extra = report_html.write(report, outdir)
+    md_path.write_text(_md(report) + md_extra)
+    return {"report_json": json_path, "report_md": md_path} | rich

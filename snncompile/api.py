@@ -219,7 +219,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
 
     t0 = time.perf_counter()
     ann_logits = ann.forward(graph, ds.test.x).numpy() if is_ann else None
-    float_run = float_snn.simulate(snn, ds.test.x, options.steps, delay=1)
+    float_run = float_snn.simulate(snn, ds.test.x, options.steps, delay=1, progress=options.progress)
     float_logits = next(iter(float_run.outputs.values()))
     timings["float_snn_s"] = time.perf_counter() - t0
 

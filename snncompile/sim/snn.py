@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
@@ -39,8 +40,9 @@ def _reset(v: torch.Tensor, spikes: torch.Tensor, threshold: torch.Tensor, mode:
 
 
 def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu", record: bool = False,
-             dtype=torch.float64) -> FloatResult:
-    """Run ``graph`` for ``steps`` steps on a batch ``x`` (N, *input shape)."""
+             dtype=torch.float64, progress: bool = False) -> FloatResult:
+    """Run ``graph`` for ``steps`` steps on a batch ``x`` (N, *input shape); ``progress``
+    shows a bar over the steps."""
     (inp,) = graph.input_names()
     spiking = {n for n, op in graph.nodes() if op.neuron}
     dynamic = set(spiking)
@@ -65,7 +67,7 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
     def param(arr, name):
         return torch.as_tensor(np.broadcast_to(arr, graph.shape(name)).copy(), dtype=dtype, device=device)
 
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="float SNN", unit="step", disable=not progress, leave=False):
         values = dict(static)
         for name, op in graph.nodes():
             if name in static:

@@ -110,3 +110,16 @@ def test_report_resources_and_energy_estimate(tmp_path):
     md = files["report_md"].read_text()
     assert "## Resources (Loihi 2)" in md and "Estimated energy" in md and "Loihi 1" in md
     assert ir_table(g, placement).count("\n") == len(g) + 3
+
+
+def test_a_closed_pipe_is_no_traceback():
+    """`snncompile inspect MODEL | head`: the reader may leave before the table is written (here
+    it never reads: `true` exits at once); no traceback, exit 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(f"'{sys.executable}' -m snncompile.cli inspect examples/digits_mlp.pt2 --steps 4 | true; "
+                          "echo ${PIPESTATUS[0]}", shell=True, capture_output=True, text=True,
+                          executable="/bin/bash", timeout=300)
+    assert proc.stdout.strip() == "0", proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

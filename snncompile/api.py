@@ -270,12 +270,10 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         ann_logits=ann_logits, snn_logits=None if snn_logits is None else snn_logits / options.steps,
         stats=stats, comparison=comparison, test_samples=len(ds.test), calib_samples=len(calib),
         timings=timings, placement=placement, activations=activations, weight_errors=weight_errors,
-        sweep=sweep,
+        sweep=sweep, data_info=ds.describe(options.calib_samples) | {
+            "accuracies": "every accuracy is measured on the evaluation data; calibration (thresholds, "
+                          "fixed-point ranges, bias/weight calibration) saw only the calibration data"},
     )
-    report.data["data"] = ds.describe(options.calib_samples) | {
-        "accuracies": "every accuracy is measured on the evaluation data; calibration (thresholds, "
-                      "fixed-point ranges, bias/weight calibration) saw only the calibration data"}
-    report.data["calibration"] = None if fixed_graph is None else fixed_graph.metadata.get("calibration")
     report.data["fidelity_gate"] = fidelity_gate(report, options)
     check_x = ds.test.x[: options.samples] if fixed_graph is not None else None
     files = _write_outputs(Path(outdir), snn, fixed_graph, report, options, check_x=check_x)

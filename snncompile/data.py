@@ -164,6 +164,25 @@ def _check_labels(split: Split, spec: str, classes: int | None) -> None:
                         f"(labels must lie in 0..{classes - 1})")
 
 
+def _with_calibration(spec: str, calib_spec: str, image: bool) -> Dataset:
+    """All of ``spec`` (digits: its test split) evaluates, ``calib_spec``'s x calibrates; each
+    file is read once."""
+    named = digits(image=image) if "digits" in (spec, calib_spec) else None
+    if spec == "digits":
+        test, evaluation, name = named.test, named.evaluation, named.name
+    else:
+        arrays = read_npz(spec)
+        test, name = _split(Path(spec), arrays, "x", "y"), Path(spec).name
+        evaluation = (f"{Path(spec)}: x ({len(test)} samples)" if "x_train" in arrays
+                      else f"{spec}: all {len(test)} samples")
+    if calib_spec == "digits":
+        train, calibration = named.train, "digits: train split"
+    else:
+        train = _split(Path(calib_spec), read_npz(calib_spec), "x", "y")
+        calibration = f"{calib_spec}: x ({len(train)} samples)"
+    return Dataset(name, train, test, calibration=calibration, evaluation=evaluation)
+
+
 def load(spec: str, sample_shape: tuple[int, ...], calib_spec: str | None = None,
          classes: int | None = None) -> Dataset:
     """The evaluation data ``spec`` and the calibration data (``calib_spec``, else the part of
@@ -174,17 +193,10 @@ def load(spec: str, sample_shape: tuple[int, ...], calib_spec: str | None = None
     replaces the calibration part and leaves every sample of ``spec`` for evaluation.
     """
     image = len(sample_shape) == 3
-    ds = digits(image=image) if spec == "digits" else load_npz(spec)
-    if calib_spec is not None:
-        if spec != "digits" and "x_train" not in read_npz(spec):
-            whole = _split(Path(spec), read_npz(spec), "x", "y")
-            ds = Dataset(ds.name, ds.train, whole, evaluation=f"{spec}: all {len(whole)} samples")
-        if calib_spec == "digits":
-            calib, source = digits(image=image).train, "digits: train split"
-        else:
-            calib = _split(Path(calib_spec), read_npz(calib_spec), "x", "y")
-            source = f"{calib_spec}: x ({len(calib)} samples)"
-        ds = Dataset(ds.name, calib, ds.test, calibration=source, evaluation=ds.evaluation)
+    if calib_spec is None:
+        ds = digits(image=image) if spec == "digits" else load_npz(spec)
+    else:
+        ds = _with_calibration(spec, calib_spec, image)
     train = _fit(ds.train, calib_spec or spec, sample_shape)
     test = _fit(ds.test, spec, sample_shape)
     _check_labels(test, spec, classes)

@@ -52,23 +52,21 @@ def _measured(ann: np.ndarray, snn: np.ndarray, samples: int) -> LayerActivation
 def activation_comparison(ann_graph: Graph, fixed_graph: Graph, x: np.ndarray, steps: int,
                           device: str | None = None) -> dict[str, LayerActivation]:
     """Per LoihiNeuron layer of ``fixed_graph`` with an ANN counterpart: activations vs rates on ``x``."""
+    from snncompile.passes.calibrate import calibratable, rates
     from snncompile.sim import ann as ann_sim
     from snncompile.sim import fixed
 
-    layers = [n for n in fixed_graph.find(LoihiNeuron) if not fixed_graph.op(n).readout and n in ann_graph]
+    layers = calibratable(fixed_graph, ann_graph)
     (out,) = ann_graph.output_names()
     targets = ann_sim.evaluate(ann_graph, x, upto=set(layers) | {out})
-    run = fixed.simulate(fixed_graph, x, steps, device=device, record=True)
+    run = fixed.simulate(fixed_graph, x, steps, device=device, record=False, count_spikes=True)
     result = {}
     for name in fixed_graph.find(LoihiNeuron):
-        op = fixed_graph.op(name)
-        if op.readout:
+        if fixed_graph.op(name).readout:
             snn = fixed.output_values(fixed_graph, run) / steps
             result[name] = _measured(targets[out].cpu().numpy(), snn, len(x))
         elif name in layers:
-            theta = op.vth * 64 / op.v_scale
-            rate = run.trace.spikes[name].mean(axis=1) * theta
-            result[name] = _measured(targets[name].cpu().numpy(), rate, len(x))
+            result[name] = _measured(targets[name].cpu().numpy(), rates(fixed_graph, name, run, steps), len(x))
     return result
 
 

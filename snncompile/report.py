@@ -82,7 +82,10 @@ def _synapses(graph: Graph, neuron: str) -> int:
 def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, float_snn_accuracy,
                  snn_accuracy, ann_logits, snn_logits, stats, comparison, test_samples, calib_samples,
                  timings, placement: Placement | None = None, activations: dict | None = None,
-                 weight_errors: dict | None = None, sweep: list[dict] | None = None) -> Report:
+                 weight_errors: dict | None = None, sweep: list[dict] | None = None,
+                 data_info: dict | None = None) -> Report:
+    """report.json's content. ``data_info``: where the calibration and evaluation samples came
+    from (``snncompile.data.Dataset.describe``), else the data spec as given."""
     layers = _fixed_layers(fixed_graph, snn_graph, stats, test_samples, options.steps) if fixed_graph else [
         {"name": n, "op": snn_graph.op(n).kind.value, "shape": list(snn_graph.shape(n)),
          "neurons": int(np.prod(snn_graph.shape(n))), "synapses": None,
@@ -104,9 +107,10 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
     data = {
         "target": options.target,
         "steps": options.steps,
-        "data": options.data,
+        "data": options.data if data_info is None else data_info,
         "test_samples": test_samples,
         "calib_samples": calib_samples,
+        "calibration": None if fixed_graph is None else fixed_graph.metadata.get("calibration"),
         "ann_accuracy": ann_accuracy,
         "float_snn_accuracy": float_snn_accuracy,
         "snn_accuracy": snn_accuracy,
@@ -129,7 +133,7 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
     }
     for layer in layers:
         if layer["name"] in (activations or {}):
-            layer.setdefault("activation_error", activations[layer["name"]].error())
+            layer["activation_error"] = activations[layer["name"]].error()
         if layer["name"] in (weight_errors or {}):
             layer["weight_error"] = weight_errors[layer["name"]]
     return Report(data, activations or {})

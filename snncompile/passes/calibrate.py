@@ -107,6 +107,16 @@ def calibratable(graph: Graph, ann: Graph) -> list[str]:
     return [n for n in graph.find(LoihiNeuron) if not graph.op(n).readout and n in ann]
 
 
+def activations(ann: Graph, data: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+    """a_l: the ANN's activation of each layer on ``data``."""
+    return {k: v.numpy() for k, v in evaluate(ann, data, upto=set(layers)).items()}
+
+
+def mean_error(graph: Graph, layer: str, run: fixed.FixedResult, target: np.ndarray, steps: int) -> np.ndarray:
+    """e_l = mean(r_l − a_l) per channel (per neuron for vectors)."""
+    return channel_mean(rates(graph, layer, run, steps) - target)
+
+
 def apply_bias(graph: Graph, layer: str, delta: np.ndarray, bias_exp: int | None) -> Graph:
     """Add ``delta`` (float current per step, per channel or neuron) to the layer's bias."""
     op = graph.op(layer)
@@ -150,11 +160,11 @@ class BiasCorrection:
 
     def __call__(self, graph: Graph) -> Graph:
         layers = calibratable(graph, self.ann)
-        targets = {k: v.numpy() for k, v in evaluate(self.ann, self.data, upto=set(layers)).items()}
+        targets = activations(self.ann, self.data, layers)
         corrections = {}
         for layer in tqdm(layers, desc="bias correction", disable=not self.progress, leave=False):
             run = measure(graph, self.data, self.steps, upto=layer)
-            err = channel_mean(rates(graph, layer, run, self.steps) - targets[layer])
+            err = mean_error(graph, layer, run, targets[layer], self.steps)
             graph = apply_bias(graph, layer, -err, self.bias_exp)
             corrections[layer] = float(np.abs(err).mean())
         builder = graph.edit()
@@ -300,7 +310,7 @@ class AdvancedCalibration:
 
     def __call__(self, graph: Graph) -> Graph:
         layers = calibratable(graph, self.ann)
-        targets = {k: v.numpy() for k, v in evaluate(self.ann, self.data, upto=set(layers)).items()}
+        targets = activations(self.ann, self.data, layers)
         wc = WeightCalibration(steps=self.steps, iterations=self.iterations, progress=self.progress)
         log = {}
         for layer in tqdm(layers, desc="advanced calibration", disable=not self.progress, leave=False):
@@ -316,11 +326,11 @@ class AdvancedCalibration:
                 if after < before:
                     graph, run = tuned, run_tuned
             if self.potential_init:
-                err = channel_mean(rates(graph, layer, run, self.steps) - targets[layer])
+                err = mean_error(graph, layer, run, targets[layer], self.steps)
                 graph = apply_potential(graph, layer, -err * self.steps)
                 run = measure(graph, self.data, self.steps, upto=layer)
                 entry["potential_init_error"] = float(np.abs(err).mean())
-            err = channel_mean(rates(graph, layer, run, self.steps) - targets[layer])
+            err = mean_error(graph, layer, run, targets[layer], self.steps)
             graph = apply_bias(graph, layer, -err, self.bias_exp)
             entry["bias_correction_error"] = float(np.abs(err).mean())
             entry["seconds"] = round(time.perf_counter() - t0, 3)
@@ -335,11 +345,11 @@ def layer_errors(graph: Graph, ann: Graph, data: np.ndarray, steps: int) -> dict
     layers = calibratable(graph, ann)
     if not layers:
         return {}
-    targets = evaluate(ann, data, upto=set(layers))
+    targets = activations(ann, data, layers)
     run = measure(graph, data, steps)
     out = {}
     for layer in layers:
-        err = rates(graph, layer, run, steps) - targets[layer].numpy()
+        err = rates(graph, layer, run, steps) - targets[layer]
         out[layer] = {"mean_abs": float(np.abs(err).mean()), "rmse": float(np.sqrt(np.mean(err ** 2))),
                       "mean": float(err.mean())}
     return out

@@ -20,7 +20,7 @@ from torch import nn
 from snncompile.errors import ModelLoadError, UnsupportedModelError
 from snncompile.frontends.onnx import _window_count, from_onnx, load_model
 from snncompile.sim.ann import forward
-from tests.builders import randomize_batchnorm
+from tests.builders import randomize_batchnorm, small_cnn
 
 RTOL = 1e-5
 
@@ -102,20 +102,6 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
 
 
 # -- models -------------------------------------------------------------------------------------
-
-
-def small_cnn() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64, 10),
-    )
 
 
 class ResBlockNet(nn.Module):

@@ -19,7 +19,7 @@ from snncompile.errors import ModelLoadError, SnnCompileError, UnsupportedModelE
 from snncompile.frontends.pt2_archive import check_archive
 from snncompile.frontends.torch import from_exported, from_module, load_model
 from snncompile.sim.ann import forward
-from tests.builders import randomize_batchnorm
+from tests.builders import randomize_batchnorm, small_cnn
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -52,20 +52,6 @@ class Residual(nn.Module):
         y = F.relu(y + self.conv2(y))
         y = F.avg_pool2d(y, 2)
         return self.fc(torch.flatten(y, 1))
-
-
-def small_cnn() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64, 10),
-    )
 
 
 # -- lowering: structure and numbers ---------------------------------------------------------

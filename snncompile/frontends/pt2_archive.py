@@ -8,9 +8,14 @@ objects, and loads compiled AOTInductor libraries found under ``data/aotinductor
 inputs and the 2.7-era legacy layout go through ``torch.load(weights_only=True)`` but fall back
 to ``weights_only=False`` when that fails.
 
+It also evaluates strings of the archive's JSON: ``sympy.sympify`` on every symbolic expression
+and ``exec`` on guard code, and it calls the operators the graph names; it allocates what the
+weights' sizes declare. ``frontends/pt2_json.py`` checks all of that against grammars and budgets.
+
 So the file is read once into memory and its bytes are checked first: only the entries of a
 plain exported program are allowed (JSON, raw tensor bytes, and sample inputs that load with
-``weights_only=True``); torch.export.load then reads those same bytes, so the file cannot change
+``weights_only=True``), every JSON document passes ``pt2_json``'s checks, and the sizes the zip
+declares fit the budget; torch.export.load then reads those same bytes, so the file cannot change
 between the check and the load.
 """
 
@@ -26,6 +31,7 @@ from pathlib import Path
 import torch
 
 from snncompile.errors import ModelLoadError
+from snncompile.frontends import pt2_json
 
 SAVE_HINT = "save it with torch.export.save(torch.export.export(model.eval(), (example,)), path)"
 
@@ -47,6 +53,10 @@ _ALLOWED = [
         r"extra/[^/]+",
     )
 ]
+
+MAX_ARCHIVE_BYTES = 4 << 30  # everything the zip declares, inflated
+MAX_JSON_BYTES = 256 << 20  # one JSON document
+MAX_INFLATION = 100  # a deflated entry may grow this much (torch.export.save stores, never deflates)
 
 _PAYLOAD_NAMES = {
     "data/weights/": re.compile(r"weight_\d+"),
@@ -112,9 +122,15 @@ def _check_entries(archive: zipfile.ZipFile) -> str | None:
     foreign = [e for e in sorted(entries) if not any(p.fullmatch(e) for p in _ALLOWED)]
     if foreign:
         return f"the archive holds entries snncompile does not load: {', '.join(foreign[:3])}"
+    problem = _check_sizes(archive, entries)
+    if problem:
+        return problem
+    record_bytes = {entry: archive.getinfo(name).file_size for entry, name in entries.items()}
     for entry, name in entries.items():
         if entry.endswith("_config.json"):
-            problem = _check_payload_config(entry, archive.read(name))
+            problem = _check_payload_config(entry, archive.read(name), record_bytes)
+        elif entry.startswith("models/"):
+            problem = _check_model(entry, archive.read(name))
         elif entry.startswith("data/sample_inputs/"):
             problem = _check_sample_inputs(entry, archive.read(name))
         else:
@@ -124,12 +140,39 @@ def _check_entries(archive: zipfile.ZipFile) -> str | None:
     return None
 
 
-def _check_payload_config(entry: str, raw: bytes) -> str | None:
-    """Every weight and constant must be a raw tensor, never a pickle."""
+def _check_sizes(archive: zipfile.ZipFile, entries: dict[str, str]) -> str | None:
+    """The sizes the zip declares (what reading it would inflate) against the budget; zipfile
+    never reads more than an entry declares."""
+    total = 0
+    for entry, name in entries.items():
+        info = archive.getinfo(name)
+        total += info.file_size
+        if entry.endswith(".json") and info.file_size > MAX_JSON_BYTES:
+            return f"{entry} declares {info.file_size} bytes, more than {MAX_JSON_BYTES >> 20} MiB"
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > max(1 << 20, MAX_INFLATION * info.compress_size):
+            return (f"{entry} inflates from {info.compress_size} to {info.file_size} bytes "
+                    "(a zip bomb?)")
+    if total > MAX_ARCHIVE_BYTES:
+        return f"the archive declares {total} bytes, more than {MAX_ARCHIVE_BYTES >> 30} GiB"
+    return None
+
+
+def _check_model(entry: str, raw: bytes) -> str | None:
+    """The program's JSON: expressions, guards, operators (``pt2_json.check_model_json``)."""
+    try:
+        model = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return f"{entry} is not valid JSON ({type(exc).__name__})"
+    return pt2_json.check_model_json(model, entry)
+
+
+def _check_payload_config(entry: str, raw: bytes, record_bytes: dict[str, int]) -> str | None:
+    """Every weight and constant must be a raw tensor, never a pickle, and declare a size that
+    fits the budget and its record."""
     try:
         config = json.loads(raw)["config"]
         items = list(config.items())
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return f"{entry} is not a valid payload config"
     folder = entry.rsplit("/", 1)[0] + "/"
     pattern = _PAYLOAD_NAMES[folder]
@@ -138,7 +181,8 @@ def _check_payload_config(entry: str, raw: bytes) -> str | None:
             return f"{entry} is not a valid payload config"
         if meta.get("use_pickle") or not pattern.fullmatch(str(meta.get("path_name"))):
             return f"'{fqn}' is a pickled object, not a plain tensor"
-    return None
+    records = {name.rsplit("/", 1)[1]: size for name, size in record_bytes.items() if name.startswith(folder)}
+    return pt2_json.check_payload_sizes(config, entry, records)
 
 
 def _check_sample_inputs(entry: str, raw: bytes) -> str | None:

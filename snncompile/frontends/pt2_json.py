@@ -36,6 +36,7 @@ MAX_EXPONENT = 64  # Pow(2, 10**9) alone would keep sympy busy for minutes
 MAX_TENSOR_BYTES = 1 << 30  # one weight or constant, as its tensor_meta declares it
 
 SYMBOL_NAME = re.compile(r"[a-z]{1,5}\d{1,9}")  # torch's SymT prefixes (s, u, ps, zuf, idx...) + index
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d{1,4})?")
 GUARD_KEY = re.compile(r"[A-Za-z_]\w{0,99}")
 
 # Symbolic functions: sympy's (srepr names), and torch's own (serialize.py's sympy_functions).
@@ -56,6 +57,7 @@ ASSUMPTIONS = frozenset({
     "integer", "positive", "nonnegative", "negative", "nonpositive", "real", "finite", "zero",
     "nonzero", "rational", "even", "odd", "extended_real", "commutative", "infinite", "complex",
 })
+_NUMBERS = frozenset({"Integer", "Rational", "Float"})
 _POWERS = frozenset({"Pow", "PowByNatural", "FloatPow", "LShift", "RShift"})
 _ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
 _COMPARISONS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
@@ -138,13 +140,17 @@ class _SymExpr:
             if not (len(node.args) == 1 and isinstance(node.args[0], ast.Constant)
                     and isinstance(node.args[0].value, str) and SYMBOL_NAME.fullmatch(node.args[0].value)):
                 raise _Refused("a Symbol not named like s0 or u3")
-        elif name == "Float":
-            if not (node.args and isinstance(node.args[0], ast.Constant)
-                    and isinstance(node.args[0].value, (str, int, float))):
-                raise _Refused("a Float of something other than a number")
-            _float(node.args[0].value)
-            for arg in node.args[1:]:
-                self.visit(arg)
+        elif name in _NUMBERS:
+            # Integer(3), Rational(1, 2), Float('1.5', precision=53): literal numbers only
+            if not node.args or len(node.args) > 2:
+                raise _Refused(f"{name} of {len(node.args)} arguments")
+            for arg in node.args:
+                if isinstance(arg, ast.UnaryOp) and isinstance(arg.op, (ast.USub, ast.UAdd)):
+                    arg = arg.operand  # Integer(-1) parses as a minus applied to 1
+                if not (isinstance(arg, ast.Constant) and isinstance(arg.value, (str, int, float))
+                        and not isinstance(arg.value, bool)):
+                    raise _Refused(f"{name} of something other than a number")
+                _number(arg.value)
         else:
             if name in _POWERS and len(node.args) == 2:
                 self.exponent(node.args[1])
@@ -153,8 +159,8 @@ class _SymExpr:
                     raise _Refused("a starred argument")
                 self.visit(arg)
         for keyword in node.keywords:
-            if name == "Float" and keyword.arg in ("precision", "dps"):
-                self.visit(keyword.value)
+            if name == "Float" and keyword.arg in ("precision", "dps") and isinstance(
+                    keyword.value, ast.Constant) and type(keyword.value.value) is int and 0 < keyword.value.value <= 1024:
                 continue
             if keyword.arg not in ASSUMPTIONS or not (
                     isinstance(keyword.value, ast.Constant) and isinstance(keyword.value.value, bool)):
@@ -168,9 +174,6 @@ class _SymExpr:
                 raise _Refused("an integer beyond 64 bits")
             return
         if isinstance(value, float):
-            return
-        if isinstance(value, str):
-            _float(value)  # Integer('3'), Rational('1/2') take digits only
             return
         raise _Refused(f"a {type(value).__name__} constant")
 
@@ -188,9 +191,12 @@ class _SymExpr:
         raise _Refused(f"an exponent beyond {MAX_EXPONENT}")
 
 
-def _float(text: object) -> None:
-    if isinstance(text, str) and (len(text) > 40 or not re.fullmatch(r"[-+]?[\d.eE+/-]+|[-+]?inf|nan", text)):
-        raise _Refused(f"a number written '{text[:40]}'")
+def _number(value: object) -> None:
+    """A literal number: an int within 64 bits, a float, or digits (sympy parses a str again)."""
+    if isinstance(value, int) and abs(value) >= MAX_INT:
+        raise _Refused("an integer beyond 64 bits")
+    if isinstance(value, str) and (len(value) > 40 or not NUMBER.fullmatch(value)):
+        raise _Refused(f"a number written '{value[:40]}'")
 
 
 def check_guard(text: object) -> str | None:

@@ -1,0 +1,82 @@
+"""Shared pieces of the interop tests: small digits networks' weights, our side of the comparison.
+
+Every test here runs another SNN library's own code (its exporter, importer and simulation);
+none is mocked. The networks are small (64-32-10 MLPs, 1-4-8 channel CNNs on 8x8 digits) and run
+16 steps on 32 test samples.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from snncompile.frontends import nir as nir_frontend
+from snncompile.sim import snn as float_snn
+
+STEPS = 16
+SAMPLES = 32
+
+
+@pytest.fixture(scope="session")
+def x_flat(digits_flat):
+    return digits_flat.test.x[:SAMPLES].astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def x_image(digits_image):
+    return digits_image.test.x[:SAMPLES].astype(np.float32)
+
+
+def mlp_layers(seed: int = 0, sizes=(64, 32, 10), gain: float = 1.0):
+    """torch Linear layers with weights that make a per-step IF fire often but not always."""
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for a, b in zip(sizes, sizes[1:]):
+        lin = torch.nn.Linear(a, b)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=g) * gain * 2.0 / np.sqrt(a))
+            lin.bias.copy_(torch.rand(b, generator=g) * 0.2)
+        layers.append(lin)
+    return layers
+
+
+def cnn_layers(seed: int = 0, gain: float = 1.0):
+    """conv(1->4, 3x3, pad 1), [pool 2], conv(4->8, 3x3, pad 1), linear(8*4*4 -> 10)."""
+    g = torch.Generator().manual_seed(seed)
+    c1, c2, fc = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Linear(128, 10)
+    with torch.no_grad():
+        for m, fan in ((c1, 9), (c2, 36), (fc, 128)):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * gain * 2.0 / np.sqrt(fan))
+            m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2)
+    return c1, c2, fc
+
+
+def read_back(graph: nir.NIRGraph, tmp_path, **kwargs):
+    """Write the tool's graph with nir.write, read it with our frontend (as the CLI does)."""
+    path = tmp_path / "tool.nir"
+    nir.write(path, graph)
+    return nir_frontend.load_model(path, **kwargs)
+
+
+def our_counts(graph, x, steps: int = STEPS) -> np.ndarray:
+    """Spike counts of the last spiking layer, delay-free (the other tools have no synaptic
+    delay), float64."""
+    from snncompile.ir import IF, LIF
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = float_snn.simulate(graph, np.asarray(x, np.float64), steps, delay=0, record=True)
+    last = [n for n in graph.order() if isinstance(graph.op(n), (IF, LIF))][-1]
+    return run.spikes[last].sum(1).reshape(len(x), -1)
+
+
+def assert_counts_match(theirs: np.ndarray, ours: np.ndarray, min_rate: float = 0.02):
+    theirs = np.asarray(theirs).reshape(ours.shape)
+    assert theirs.sum() > min_rate * theirs.size * STEPS, "the tool's own network is nearly silent"
+    assert np.array_equal(theirs, ours), (
+        f"{int((theirs != ours).sum())} of {theirs.size} counts differ; "
+        f"theirs {theirs.sum()}, ours {ours.sum()}")

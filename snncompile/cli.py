@@ -161,10 +161,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="Loihi 2 chips the model must fit on (default 1; 128 cores each)")
     p.add_argument("--arch", type=_arch, default=None, metavar="MODULE:FACTORY",
                    help="for a state_dict: package.module:factory or path/to/file.py:factory, a "
-                   "function returning the nn.Module the weights fill")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="load a whole pickled nn.Module (torch.save(model)); unpickling can execute "
-                   "arbitrary code: only for files you trust")
+                   "function returning the nn.Module the weights fill (imports and runs that code)")
+    p.add_argument("--trust-code", "--trust-pickle", dest="trust_pickle", action="store_true",
+                   help="load model files whose loading runs their own code: a whole pickled nn.Module "
+                   "(torch.save(model)) or a TorchScript archive; only for files you trust "
+                   "(--trust-pickle is the older name)")
     p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                    help="one sample's shape, for TorchScript and state_dict models (default: from "
                    "--data or the first layer)")

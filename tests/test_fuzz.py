@@ -163,10 +163,11 @@ def build_corpus(tmp: Path) -> list[Case]:
     model_case("model/state-dict-bad-arch", path=sd, extra_args=["--arch", "no_such_pkg_q:f"], fragment="cannot import")
     pickled = tmp / "pickled.pt"
     torch.save(_mlp(), pickled)
-    model_case("model/pickled-module", path=pickled, fragment="--trust-pickle")
+    model_case("model/pickled-module", path=pickled, fragment="--trust-code")
     ts = tmp / "sigmoid.ts"
     torch.jit.save(torch.jit.trace(nn.Sequential(nn.Linear(64, 10), nn.Sigmoid()), torch.zeros(1, 64)), ts)
-    model_case("model/torchscript-unsupported", path=ts, fragment="sigmoid")
+    model_case("model/torchscript-untrusted", path=ts, fragment="--trust-code")
+    model_case("model/torchscript-unsupported", path=ts, extra_args=["--trust-code"], fragment="sigmoid")
     for name, proto in {
         "onnx-nan": _onnx_mlp(w1=np.full((16, 64), np.nan, np.float32)),
         "onnx-mismatch": _onnx_mlp(w2=np.ones((10, 12), np.float32)),

@@ -12,7 +12,8 @@ Formats, from the file's first bytes and (for zip archives) its member names:
 A torch.save file is either a state_dict (it loads with ``torch.load(weights_only=True)``),
 which needs ``arch`` to say what module it fills, or a pickled object (a whole nn.Module, or
 anything else): that load fails, and unpickling it for real can execute arbitrary code, so it
-is refused unless ``trust_pickle`` is set. The suffix is never trusted: a ``.onnx`` holding a
+is refused unless ``trust_code`` is set. A TorchScript archive holds code that runs when it is
+loaded: it needs ``trust_code`` too. The suffix is never trusted: a ``.onnx`` holding a
 pickle is still a pickle.
 """
 
@@ -54,15 +55,24 @@ class LoadOptions:
     """How to load formats that need more than the file.
 
     ``arch``: ``package.module:factory`` or ``path/to/file.py:factory``, a callable returning the
-    nn.Module a state_dict fills. ``trust_pickle``: unpickle a whole pickled module (can run
-    arbitrary code). ``input_shape``: one sample's shape, for formats that do not record it
+    nn.Module a state_dict fills (it imports that module or file: code the user names).
+    ``trust_code`` (``--trust-code``): load files whose loading runs their own code, a whole pickled
+    module or a TorchScript archive; ``trust_pickle`` is its older name (either one trusts).
+    ``input_shape``: one sample's shape, for formats that do not record it
     (TorchScript, state_dict, pickled module); ``data``: the data spec it is guessed from.
     """
 
     arch: str | None = None
     trust_pickle: bool = False
+    trust_code: bool = False
     input_shape: tuple[int, ...] | None = None
     data: str = "digits"
+    nir_dt: float | None = None  # NIR: the file's step, over its metadata and producer (frontends/nir.py)
+    nir_reset: str | None = None  # NIR: zero | subtract, where the file records no reset
+
+    @property
+    def trusted(self) -> bool:
+        return self.trust_code or self.trust_pickle
 
 
 def sniff(path: str | Path) -> Format:
@@ -92,7 +102,8 @@ def load(path: str | Path, options: LoadOptions = LoadOptions()):
     if fmt is Format.ONNX:
         return importlib.import_module("snncompile.frontends.onnx").load_model(path)
     if fmt is Format.NIR:
-        return importlib.import_module("snncompile.frontends.nir").load_model(path)
+        return importlib.import_module("snncompile.frontends.nir").load_model(path, dt=options.nir_dt,
+                                                                              reset=options.nir_reset)
     if fmt is Format.NPZ:
         raise ModelLoadError(f"{path}: a numpy .npz archive holds data, not a model; pass it as "
                              f"--data, and as the model {ACCEPTED}")

@@ -1,16 +1,19 @@
 """Torch files other than torch.export archives, each turned into an ExportedProgram and lowered by
-the torch frontend: TorchScript archives, state_dicts (with ``arch``) and pickled modules (only
-with ``trust_pickle``).
+the torch frontend: TorchScript archives and pickled modules (both only with ``trust_code``,
+``--trust-code``) and state_dicts (with ``arch``).
 
-- TorchScript (``torch.jit.save``): ``torch.jit.load`` reads the archive with TorchScript's own
-  unpickler, which resolves classes through the archive's TorchScript code and never imports or
-  calls arbitrary Python. torch's TorchScript-to-export converter (``TS2EPConverter``) turns
-  the loaded module into an ExportedProgram; it is exported once more with static shapes (the
-  converter marks every dimension dynamic). Scripted and traced modules both work.
+- TorchScript (``torch.jit.save``): the archive holds code, and loading runs it: ``torch.jit.load``
+  calls the archive's ``__setstate__`` methods, and the conversion below runs ``forward``;
+  TorchScript's builtins include ``torch.from_file(path, True, n)``, which creates or overwrites
+  any file. So it is refused unless ``trust_code`` is given (after a check of the tensor sizes,
+  which reads the pickles with a scanner that builds nothing). Trusted, ``torch.jit.load`` reads
+  it and torch's TorchScript-to-export converter (``TS2EPConverter``) turns the module into an
+  ExportedProgram; it is exported once more with static shapes (the converter marks every
+  dimension dynamic). Scripted and traced modules both work.
 - state_dict: read with ``torch.load(weights_only=True)``, loaded into the module that the
   ``arch`` factory builds (every key must match, both ways), exported on an example input.
 - pickled nn.Module (``torch.save(model)``): unpickling runs whatever the file says, so it is
-  refused unless ``trust_pickle`` is given, with the safe ways to re-save it.
+  refused unless ``trust_code`` is given, with the safe ways to re-save it.
 
 TorchScript and state_dict files do not record the input's shape: it comes from
 ``LoadOptions.input_shape``, else from the ``--data`` .npz file, else (digits, 8×8) from the
@@ -50,6 +53,11 @@ def load_torchscript(path: Path, options: LoadOptions) -> Graph:
     problem = check_storages(data)
     if problem:
         raise ModelLoadError(f"{path}: a damaged TorchScript archive ({problem}); re-save it")
+    if not options.trusted:
+        raise UnsafeModelError(
+            f"{path}: a TorchScript archive holds code that runs when it is loaded and converted (it "
+            "can create or overwrite files), so it was not loaded; re-save the eager model with "
+            f"{EXPORT_HINT}, or pass --trust-code if you trust this file")
     try:
         module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:  # torch.jit raises RuntimeError, ValueError and more on damage
@@ -75,7 +83,7 @@ def load_torchscript(path: Path, options: LoadOptions) -> Graph:
 
 def load_torch_save(path: Path, options: LoadOptions) -> Graph:
     """A torch.save file: a state_dict (needs ``options.arch``) or a pickled module (needs
-    ``options.trust_pickle``)."""
+    ``options.trust_code``)."""
     data = _read(path)
     problem = check_storages(data) if zipfile.is_zipfile(io.BytesIO(data)) else None
     if problem:
@@ -88,12 +96,12 @@ def load_torch_save(path: Path, options: LoadOptions) -> Graph:
         if not _is_weights_only_refusal(exc):
             raise ModelLoadError(f"{path}: not a readable torch.save file ({_reason(exc)}); "
                                  f"save the model with {EXPORT_HINT}") from None
-        if not options.trust_pickle:
+        if not options.trusted:
             raise UnsafeModelError(
                 f"{path}: holds pickled Python objects (e.g. a whole nn.Module saved with "
                 "torch.save(model)), and unpickling can execute arbitrary code, so it was not loaded; "
                 f"re-save it with {EXPORT_HINT}, or save model.state_dict() and pass --arch "
-                "module:factory, or pass --trust-pickle if you trust this file"
+                "module:factory, or pass --trust-code if you trust this file"
             ) from None
         return _load_pickled_module(path, data, options)
     state = _state_dict(obj)

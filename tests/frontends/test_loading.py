@@ -66,7 +66,9 @@ def test_torchscript_gives_the_original_outputs(tmp_path, kind):
     path = tmp_path / "model.bin"  # any name: the content decides
     torch.jit.save(module, path)
     assert sniff(path) is Format.TORCHSCRIPT
-    graph = load(path)
+    with pytest.raises(UnsafeModelError, match="--trust-code"):
+        load(path)  # TorchScript runs its own code when loaded
+    graph = load(path, LoadOptions(trust_code=True))
     assert graph.shape(graph.input_names()[0]) == (1, 8, 8)
     kinds = [op.kind.value for _, op in graph.nodes()]
     assert kinds.count("Conv2d") == 2 and "Add" in kinds and "BatchNorm" in kinds
@@ -142,7 +144,7 @@ def test_malicious_pickle_does_not_run_without_the_flag(tmp_path, writer):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("snncompile: error: ")
-    assert "execute arbitrary code" in lines[0] and "--trust-pickle" in lines[0]
+    assert "execute arbitrary code" in lines[0] and "--trust-code" in lines[0]
     assert not marker.exists() and not out.exists()
     # with the flag the pickle really runs (which is why it needs one): the marker appears
     with pytest.raises(ModelLoadError):

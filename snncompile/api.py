@@ -48,6 +48,10 @@ class Options:
     strict: bool = False  # any clipped or wrapped value is an error (OverflowLimitError)
     sweep_steps: tuple[int, ...] = ()  # also convert at each T and report the accuracy (report: sweep)
     activation_samples: int = 64  # test samples for the report's ANN-activation-vs-SNN-rate comparison
+    nir_dt: float | None = None  # a NIR file's step (default: its metadata, else its producer's convention)
+    nir_reset: str | None = None  # a NIR file's reset where it records none: zero | subtract
+    nir_flavor: str = "nir"  # model.nir for: nir (sinabs, norse, SpikingJelly) | snntorch | rockpool | snncompile
+    allow_silent: bool = False  # a spiking model silent or saturated on the calibration data: warn, not fail
 
 
 @dataclass
@@ -83,7 +87,8 @@ def load_model(path: str | Path, options: Options | None = None) -> Graph:
 
     options = options or Options()
     return load(Path(path), LoadOptions(arch=options.arch, trust_pickle=options.trust_pickle,
-                                        input_shape=options.input_shape, data=options.data))
+                                        input_shape=options.input_shape, data=options.data,
+                                        nir_dt=options.nir_dt, nir_reset=options.nir_reset))
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -212,6 +217,10 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     t0 = time.perf_counter()
     snn = to_snn(graph, calib, options)
     is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
+    if not is_ann:  # a spiking model (NIR, trained SNN) read with the wrong dt is silent: refuse it
+        from snncompile.sim import activity
+
+        activity.check(snn, calib, options.steps, allow=options.allow_silent)
     fixed_graph, placement = None, None
     if options.target != "nir":
         fixed_graph, placement = _fixed_point(snn, calib, options, graph)
@@ -323,7 +332,7 @@ def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: 
     except OSError as exc:
         raise SnnCompileError(f"{outdir}: cannot write the output folder ({exc.strerror or exc})") from None
     try:
-        files = {"nir": nir_backend.write(snn, staging / "model.nir")}
+        files = {"nir": nir_backend.write(snn, staging / "model.nir", flavor=options.nir_flavor)}
         if options.target == "netx":
             from snncompile.backends import netx
 

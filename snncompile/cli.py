@@ -166,6 +166,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="load model files whose loading runs their own code: a whole pickled nn.Module "
                    "(torch.save(model)) or a TorchScript archive; only for files you trust "
                    "(--trust-pickle is the older name)")
+    p.add_argument("--nir-dt", type=_number(1e-12, 1e6, low_open=True), default=None, metavar="DT",
+                   help="a NIR file's time step (default: its metadata, else its producer's convention)")
+    p.add_argument("--nir-reset", choices=["zero", "subtract"], default=None,
+                   help="a NIR file's reset where it records none (snnTorch's exporter drops it)")
     p.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                    help="one sample's shape, for TorchScript and state_dict models (default: from "
                    "--data or the first layer)")
@@ -199,6 +203,11 @@ def parser() -> argparse.ArgumentParser:
                    "spiking model) is below R, e.g. 0.98")
     p.add_argument("--max-accuracy-drop", type=_points, default=None, metavar="PP",
                    help="fidelity gate: exit 3 when the SNN is more than PP percentage points below the ANN")
+    p.add_argument("--nir-flavor", choices=["nir", "snntorch", "rockpool", "snncompile"], default="nir",
+                   help="whom model.nir is for: nir (default: sinabs, norse, SpikingJelly), snntorch, "
+                   "rockpool (MLPs), snncompile (lossless, our own reader)")
+    p.add_argument("--allow-silent", action="store_true",
+                   help="a spiking model silent or saturated on the calibration data: warn instead of exit 2")
     p.add_argument("--strict", action="store_true",
                    help="fail (exit 4) when any weight, bias, threshold or state value is clipped or wrapped")
     p.add_argument("--json", action="store_true",
@@ -240,7 +249,7 @@ def inspect(argv: list[str]) -> int:
                       calib_iterations=args.calib_iterations, calib_samples=args.calib_samples,
                       percentile=args.percentile, threshold=args.threshold, calibrate=args.calibrate,
                       chips=args.chips, progress=False, arch=args.arch, trust_pickle=args.trust_pickle,
-                      input_shape=args.input_shape)
+                      input_shape=args.input_shape, nir_dt=args.nir_dt, nir_reset=args.nir_reset)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -285,6 +294,7 @@ def _main(argv: list[str] | None = None) -> int:
         calibrate=args.calibrate, device=args.device,
         progress=not (args.no_progress or args.quiet) and sys.stderr.isatty(), chips=args.chips,
         arch=args.arch, trust_pickle=args.trust_pickle, input_shape=args.input_shape, strict=args.strict,
+        nir_dt=args.nir_dt, nir_reset=args.nir_reset, nir_flavor=args.nir_flavor, allow_silent=args.allow_silent,
     )
     try:
         # with --json, stdout carries the one JSON document: stray prints go to stderr

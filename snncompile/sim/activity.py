@@ -13,6 +13,7 @@ fires at every step of every sample. Integrators (readouts) never spike and are 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,7 +76,10 @@ def find(graph: Graph, x: np.ndarray, steps: int, delay: int = 1) -> Finding | N
 def check(graph: Graph, x: np.ndarray, steps: int, allow: bool = False, delay: int = 1) -> Finding | None:
     """Raise SilentNetworkError for a silent or saturated layer; with ``allow`` return it instead."""
     finding = find(graph, x, steps, delay=delay)
-    if finding is not None and not allow:
-        source = graph.metadata.get("source", "model")
+    if finding is None:
+        return None
+    source = graph.metadata.get("source", "model")
+    if not allow:
         raise SilentNetworkError(f"{source}: {finding}")
+    print(f"snncompile: WARNING (--allow-silent): {source}: {finding}", file=sys.stderr)
     return finding

@@ -48,6 +48,7 @@ import numpy as np
 
 from snncompile.errors import ModelLoadError, Problem, SnnCompileError, UnsupportedModelError
 from snncompile.frontends.names import sanitize
+from snncompile.frontends import nir_file
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
 
@@ -60,6 +61,7 @@ SUM_READOUT = "sum the output over the steps"
 
 def load_model(path: str | Path, dt: float | None = None, reset: str | None = None) -> Graph:
     path = Path(path)
+    nir_file.check_file(path)  # plain data only: no links or storage outside the file, no bombs
     try:
         try:
             graph = nir.read(path)

@@ -15,6 +15,16 @@ Graph metadata: producer, ``dt``, ``input_encoding`` = "constant current every s
 (the modes used), and that synaptic ops between neurons delay by one step on Loihi (outside
 NIR's semantics).
 
+Flavours (``--nir-flavor``; no one file runs in every tool, shared DESIGN §8):
+  ``nir`` (default): dt = 1e-4, IF with r = 1/dt (SpikingJelly's importer needs it; sinabs and
+  norse ignore r), no readout node (the reader sums the last Affine's output over the steps,
+  metadata ``readout``), Flatten with negative dims (batched readers all agree on those).
+  Runs in sinabs, norse and SpikingJelly; snnTorch imports nir.IF as Leaky(beta=0.9) and Rockpool
+  has no IF: they get their own flavours.
+  ``rockpool``: MLPs only (its importer has no Conv2d); every neuron a CubaLIF in Rockpool's
+  conventions (r = tau·e^(−dt/tau)/dt, dt = 1e-3, current decay 1e-7 for none, weights divided
+  by it because Rockpool decays the input with the current), reset by subtraction only.
+  ``snncompile``: lossless for our own reader (dt = 1, I readout, Flatten start_dim 0).
 ``flavor="snntorch"`` writes what snnTorch 1.0's ``import_from_nir`` reads as the same network
 (it assumes dt = 1e-4, maps nir.IF to ``Leaky(beta=0.9)`` and has no I node): dt = 1e-4, IF with
 reset to zero as LIF with tau = 1e4 s (beta = 1 − 1e-8, which is 1 in float32) and r = tau/dt,
@@ -40,6 +50,11 @@ def _ones(shape) -> np.ndarray:
 
 
 SNNTORCH_DT = 1e-4
+PORTABLE_DT = 1e-4  # SpikingJelly's importer needs IF r = 1/dt at its default dt; sinabs and norse ignore r
+ROCKPOOL_DT = 1e-3
+ROCKPOOL_EPS = 1e-7  # Rockpool decays its current after adding the input: a current memory of 1e-7, not 0
+FLAVORS = ("nir", "snntorch", "rockpool", "snncompile")
+SUM_READOUT = "sum the output over the steps"
 SNNTORCH_IF_TAU = 1e4  # dt/tau = 1e-8: snnTorch's beta = 1 − dt/tau rounds to 1 in float32
 
 
@@ -53,10 +68,29 @@ def _tau(dt: float, decay) -> np.ndarray:
         return dt / (1.0 - np.asarray(decay, dtype=np.float64))
 
 
+def _rockpool_alpha(op) -> float:
+    alpha = float(np.max(getattr(op, "alpha", 0.0)))
+    return alpha if alpha > 0 else ROCKPOOL_EPS
+
+
+def _rockpool_neuron(op, shape, dt: float, meta: dict, theta, zeros):
+    """Rockpool's LIFTorch as CubaLIF: i = e^(−dt/tau_syn)·(i + x), v = e^(−dt/tau_mem)·v + i,
+    reset by subtraction; its importer takes dt = tau_mem/(1 + r)."""
+    if op.reset is not Reset.SUBTRACT:
+        raise KeyError("Rockpool's LIFTorch resets by subtraction only; convert with reset by subtraction")
+    beta = float(np.max(getattr(op, "beta", 1.0)))
+    tau_mem = np.full(shape, 1e12 * dt if beta >= 1 else -dt / np.log(beta))
+    tau_syn = np.full(shape, -dt / np.log(_rockpool_alpha(op)))
+    return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem * np.exp(-dt / tau_mem) / dt, v_leak=zeros,
+                       v_threshold=theta, v_reset=zeros, w_in=np.ones(shape), metadata=meta)
+
+
 def _neuron(op, shape, dt: float, flavor: str):
     meta = {"reset": op.reset.value}
     theta = _f64(np.broadcast_to(op.threshold, shape))
     zeros = np.zeros(shape, np.float64)
+    if flavor == "rockpool":
+        return _rockpool_neuron(op, shape, dt, meta, theta, zeros)
     if isinstance(op, IF):
         if flavor == "snntorch":
             if op.reset is not Reset.ZERO:
@@ -83,14 +117,23 @@ def _node(graph: Graph, name: str, dt: float, flavor: str) -> list[tuple[str, ni
         return [(name, nir.Input(input_type={"input": np.array(shape)}))]
     if isinstance(op, Output):
         return [(name, nir.Output(output_type={"output": np.array(shape)}))]
+    start = 0 if flavor == "snncompile" else -len(in_shapes[0]) if in_shapes else 0  # batched readers
+    if flavor == "rockpool" and not isinstance(op, (Input, Output, Dense, IF, LIF, Integrator)):
+        raise KeyError("Rockpool's NIR import reads Linear/Affine and LIF neurons only (no Conv2d, "
+                       "pooling or Flatten): an MLP only")
     if isinstance(op, Dense):
         bias = np.zeros(op.weight.shape[0]) if op.bias is None else op.bias
+        weight = op.weight
+        users = [graph.op(u) for u in graph.users(name)]
+        if flavor == "rockpool" and users and isinstance(users[0], (IF, LIF)):
+            gain = 1.0 / _rockpool_alpha(users[0])  # Rockpool decays the input with the current
+            weight, bias = weight * gain, bias * gain
         nodes = []
         if len(in_shapes[0]) > 1:
-            flat = nir.Flatten(input_type={"input": np.array(in_shapes[0])}, start_dim=0,
+            flat = nir.Flatten(input_type={"input": np.array(in_shapes[0])}, start_dim=start,
                                metadata={"implicit": 1})
             nodes.append((f"{name}_flatten", flat))
-        return nodes + [(name, nir.Affine(weight=_f64(op.weight), bias=_f64(bias)))]
+        return nodes + [(name, nir.Affine(weight=_f64(weight), bias=_f64(bias)))]
     if isinstance(op, Conv2d):
         bias = np.zeros(op.weight.shape[0]) if op.bias is None else op.bias
         return [(name, nir.Conv2d(
@@ -102,12 +145,14 @@ def _node(graph: Graph, name: str, dt: float, flavor: str) -> list[tuple[str, ni
         return [(name, kind(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
                             padding=np.array(op.padding)))]
     if isinstance(op, Flatten):
-        return [(name, nir.Flatten(input_type={"input": np.array(in_shapes[0])}, start_dim=0))]
+        return [(name, nir.Flatten(input_type={"input": np.array(in_shapes[0])}, start_dim=start))]
     if isinstance(op, (IF, LIF)):
         return [(name, _neuron(op, shape, dt, flavor))]
     if isinstance(op, Integrator):
-        if flavor == "snntorch":
-            return []  # the reader sums the last layer's output over the steps
+        if flavor != "snncompile":
+            if any(not isinstance(graph.op(u), Output) for u in graph.users(name)):
+                raise KeyError("an integrator that feeds more than the output has no portable NIR form")
+            return []  # the reader sums the last layer's output over the steps (metadata readout)
         return [(name, nir.I(r=_ones(shape) / dt))]
     raise KeyError(f"{op.kind.value} has no NIR equivalent here; export the float SNN "
                    "(after conversion, before quantization)")
@@ -115,9 +160,9 @@ def _node(graph: Graph, name: str, dt: float, flavor: str) -> list[tuple[str, ni
 
 def to_nir(graph: Graph, flavor: str = "nir") -> nir.NIRGraph:
     """The NIRGraph of a float (SNN or linear) IR graph; fixed-point ops are refused."""
-    if flavor not in ("nir", "snntorch"):
-        raise ValueError(f"flavor must be 'nir' or 'snntorch', not {flavor!r}")
-    dt = SNNTORCH_DT if flavor == "snntorch" else 1.0
+    if flavor not in FLAVORS:
+        raise BackendError(f"--nir-flavor must be one of {', '.join(FLAVORS)}, not '{flavor}'")
+    dt = {"snntorch": SNNTORCH_DT, "nir": PORTABLE_DT, "rockpool": ROCKPOOL_DT}.get(flavor, 1.0)
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
     last: dict[str, str] = {}  # IR node -> NIR node that carries its output
@@ -146,11 +191,14 @@ def to_nir(graph: Graph, flavor: str = "nir") -> nir.NIRGraph:
         "producer": f"snncompile {snncompile.__version__}",
         "dt": dt,
         "input_encoding": "constant current every step",
-        "reset": ",".join(resets) or "none",
+        "reset_modes": ",".join(resets) or "none",  # each neuron's own mode is in its metadata
         "synaptic_delay_steps_on_loihi": 1,
+        "flavor": flavor,
     }
-    if flavor == "snntorch" and graph.find(Integrator):
-        metadata["readout"] = "sum the output over the steps"
+    if len(resets) == 1:
+        metadata["reset"] = resets[0]
+    if flavor != "snncompile" and graph.find(Integrator):
+        metadata["readout"] = SUM_READOUT
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 

@@ -16,7 +16,7 @@ def snn(digits_image):
 
 
 def test_nir_file_reads_back_with_expected_kinds(snn, tmp_path):
-    path = nir_backend.write(snn, tmp_path / "model.nir")
+    path = nir_backend.write(snn, tmp_path / "model.nir", flavor="snncompile")
     graph = nir.read(path)
     kinds = {name: type(node).__name__ for name, node in graph.nodes.items()}
     assert kinds == {

@@ -70,7 +70,7 @@ def spiking_graphs(draw):
 @given(spiking_graphs())
 def test_ir_to_nir_to_ir_is_structurally_equal(tmp_path_factory, graph):
     path = tmp_path_factory.mktemp("rt") / "g.nir"
-    nir_backend.write(graph, path)
+    nir_backend.write(graph, path, flavor="snncompile")
     assert_same_graph(graph, nir_frontend.load_model(path))
 
 

@@ -129,7 +129,8 @@ def _one(values) -> float | None:
 def _snncompile(g, meta):
     if not str(meta.get("producer", "")).startswith("snncompile") or "dt" not in meta:
         return None
-    return Convention("snncompile", float(meta["dt"]), "the file's metadata (dt)",
+    producer = "rockpool" if meta.get("flavor") == "rockpool" else "snncompile"  # our Rockpool flavour
+    return Convention(producer, float(meta["dt"]), "the file's metadata (dt)",
                       RESETS.get(str(meta.get("reset")), ir.Reset.ZERO))
 
 

@@ -1,47 +1,33 @@
-"""Map a fixed-point graph onto Loihi 2 cores and chips, within every per-core limit.
+"""Place a fixed-point graph's neurons on Loihi 2 cores and chips, within every per-core limit.
 
-Resource model. A population is one LoihiNeuron node; its neurons are numbered in C-order
-(channel-major for (C, H, W)). A core holds one or more *slices*, each a contiguous range of one
-population's neurons together with all synapses that end on them. Spikes reach a core through
-input axons, of two kinds:
+What a core holds and how a box of neurons is counted is the resource model of
+``targets/loihi2_cores.py``; this module decides the boxes and the cores.
 
-- a FixedDense (and anything else that is not a convolution) has one axon per source neuron;
-- a FixedConv2d has one *population axon per source pixel* (y, x), the spike carrying its channel
-  as an atom that selects the kernel slice: how nengo-loihi maps convolutions onto Loihi
-  (``nengo_loihi/builder/connection.py``, ``build_conv2d_connection``: ``Synapse(n_pixels)`` with
-  ``pixel_idxs`` as axons and ``channel_idxs`` as atoms).
+Algorithm, linear in neurons + parameters (up to a log factor):
 
-A slice uses:
+1. Populations are cut in reverse topological order, so that each population's consumers are
+   cut before its output axons are counted.
+   - A population that synapses read as an image (C, H, W) is cut into *boxes*: channel groups of
+     g channels × bands of th rows (× runs of tw columns when one row of the group is too much).
+     Keeping whole rows and whole channel groups together keeps a box's receptive field, and so
+     its input axons and its consumers' output axons, small: spatial neighbourhoods stay on one
+     core. For a few group sizes g (C, C/2, C/3, ..., and the largest g whose whole image
+     fits) the largest band height that fits is found by bisection; the cut chosen is the one
+     with the fewest cores by estimate (max of the boxes over half a core, and the rounded-up sum
+     of their largest resource fraction), then the least total resource (duplicated kernels and
+     halo axons), then the fewest boxes.
+   - A vector population (dense synapses) is cut into contiguous ranges, each grown row by row
+     as far as every limit allows.
+   Every box must fit ``fraction`` of a core (falling back to a whole core when a neuron needs
+   more); small boxes let first-fit packing mix neuron-heavy and memory-heavy layers on one core.
+2. Boxes are packed first-fit, in topological order, onto the cores opened so far (all of them,
+   as arrays), opening a core when none has room. Usages on a core are added, so shared axons
+   and kernels are counted once per box: never below the real use.
+3. Steps 1-2 run for each ``fractions`` entry (and step 2 for each of ``orders``: topological,
+   or first-fit decreasing by largest resource fraction); the fewest cores wins.
 
-- neurons: its size;
-- fan-in: its input axons, one per source neuron (dense) or source pixel (conv) with at least one
-  nonzero weight onto the slice; several synaptic ops of the same kind from the same population
-  share the axons;
-- fan-out: the output axons its neurons need, one per (source neuron, destination slice) for
-  dense, one per (source pixel, destination slice) for conv. For conv the slice is charged every
-  pixel it holds that the destination reaches from any channel (an upper bound when a sparse or
-  grouped kernel leaves some channels out);
-- synaptic memory: ``stored weights · weight_bytes + fan-in · axon_bytes``. A FixedDense stores
-  each nonzero weight of the slice's rows. A FixedConv2d shares its weights: the kernel of an
-  output channel (its nonzero entries, (in/groups)·kH·kW at most) is stored once on the core for
-  every channel the slice touches, however many of the channel's neurons the slice holds; the
-  per-neuron cost of a convolution is its input axons, counted in fan-in.
-
-The limits come from the target (``targets/loihi2.py``); Intel does not publish Loihi 2's per-core
-figures, so they are conservative defaults there, not chip facts.
-
-Algorithm. Populations are sliced in reverse topological order, so that the slicing of every
-consumer is known when a population's fan-out is counted. A slice grows greedily as far as every
-limit allows (each resource only grows with the range, so an exponential-then-binary search
-finds the end). A convolution's population is cut at a channel boundary where there is one inside
-the slice, so no kernel is stored twice; where that needs more slices than cutting anywhere
-(channels larger than a core), it is cut anywhere and a split channel's kernel is stored on every
-core that holds part of it. Slices are then packed first-fit, in topological order, onto the last
-``window`` cores opened (every core, for models up to that size): a core may hold slices of
-several populations. Usages on a core are added up, which overcounts shared axons and kernels, so
-the real use is never above the modelled one. Core ``i`` sits on chip ``i // cores_per_chip``.
-When a single neuron exceeds a core, or the cores exceed ``chips`` chips, ``ResourceError`` says
-which layers and by how much.
+Core ``i`` sits on chip ``i // cores_per_chip``. When a single neuron exceeds a core, or the cores
+exceed ``chips`` chips, ``ResourceError`` says which layers and by how much.
 """
 
 from __future__ import annotations
@@ -51,64 +37,57 @@ from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from snncompile.errors import ResourceError
 from snncompile.ir.graph import Graph
-from snncompile.ir.ops import FixedConv2d, FixedDense, Flatten, LoihiNeuron
+from snncompile.ir.ops import LoihiNeuron
 from snncompile.targets.loihi2 import LOIHI2, Loihi2
-
-NEURON, PIXEL = "neuron", "pixel"  # the two kinds of input axon
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Resources of one slice or one core (or, as ``capacity``, what a core offers)."""
-
-    neurons: int = 0
-    synapse_bytes: int = 0
-    fan_in: int = 0
-    fan_out: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(self.neurons + other.neurons, self.synapse_bytes + other.synapse_bytes,
-                     self.fan_in + other.fan_in, self.fan_out + other.fan_out)
-
-    def fits(self, capacity: Usage) -> bool:
-        return (self.neurons <= capacity.neurons and self.synapse_bytes <= capacity.synapse_bytes
-                and self.fan_in <= capacity.fan_in and self.fan_out <= capacity.fan_out)
-
-    def exceeded(self, capacity: Usage) -> list[str]:
-        """The resources above ``capacity``, as 'name a > b' (empty when it fits)."""
-        return [f"{f.name} {getattr(self, f.name)} > {getattr(capacity, f.name)}" for f in fields(self)
-                if getattr(self, f.name) > getattr(capacity, f.name)]
-
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def capacity(target: Loihi2 = LOIHI2) -> Usage:
-    """What one core of ``target`` offers."""
-    return Usage(target.neurons_per_core, target.synapse_bytes_per_core, target.fan_in_per_core,
-                 target.fan_out_per_core)
+from snncompile.targets.loihi2_cores import (  # noqa: F401  (re-exported: report.py, tests)
+    Box, ConvEdge, DenseEdge, FanOut, Usage, box_usage, capacity, connections, coverage, edges, grid,
+    incoming, spike_source, unsplit_usage)
 
 
 @dataclass(frozen=True)
 class Slice:
-    """Neurons ``start:stop`` (C-order) of population ``layer``, on core ``core`` of chip ``chip``.
-    ``channels`` is the range of channels the slice touches, for (C, H, W) populations."""
+    """Box ``box`` of population ``layer`` (seen as (C, H, W), a vector as (N, 1, 1)), on core
+    ``core`` of chip ``chip``. ``channels`` is the box's channel range for (C, H, W) populations."""
 
     layer: str
-    start: int
-    stop: int
+    box: Box
     core: int
     chip: int
-    channels: tuple[int, int] | None
     usage: Usage
+    grid: tuple[int, int, int]
+    image: bool = True  # the population is (C, H, W), not a vector
+
+    @property
+    def channels(self) -> tuple[int, int] | None:
+        return (self.box.c0, self.box.c1) if self.image else None
+
+    @property
+    def start(self) -> int:
+        """First neuron (flat C-order index)."""
+        _, h, w = self.grid
+        return (self.box.c0 * h + self.box.y0) * w + self.box.x0
+
+    @property
+    def stop(self) -> int:
+        """One past the last neuron (flat C-order); stop - start == neurons only for contiguous boxes."""
+        _, h, w = self.grid
+        return ((self.box.c1 - 1) * h + self.box.y1 - 1) * w + self.box.x1
+
+    @property
+    def neurons(self) -> int:
+        return self.box.size
+
+    def indices(self) -> np.ndarray:
+        return self.box.indices(self.grid)
 
     def as_dict(self) -> dict:
-        return {"layer": self.layer, "neurons": [self.start, self.stop], "core": self.core, "chip": self.chip,
-                "channels": None if self.channels is None else list(self.channels)} | self.usage.as_dict()
+        b = self.box
+        return {"layer": self.layer, "core": self.core, "chip": self.chip,
+                "channels": None if self.channels is None else list(self.channels),
+                "rows": [b.y0, b.y1], "cols": [b.x0, b.x1], "span": [self.start, self.stop]} | self.usage.as_dict()
 
 
 @dataclass(frozen=True)
@@ -146,9 +125,12 @@ class Placement:
 
     @property
     def lower_bound(self) -> int:
-        """max(ceil(neurons / neurons per core), ceil(synapse bytes / bytes per core)), at least 1."""
-        terms = self.lower_bound_terms()
-        return max(1, terms["neurons"], terms["synapse_bytes"])
+        """max over resources of ceil(total need / per-core capacity), at least 1. The needs are
+        those of the unsplit populations: neurons; synaptic memory with every kernel stored once
+        and one input axon per reached source neuron (dense) or pixel (conv); those input axons;
+        one output axon per sending neuron (dense consumers) or pixel (conv consumers). Any
+        placement needs at least that much of each."""
+        return max(1, *self.lower_bound_terms().values())
 
     @property
     def ratio(self) -> float:
@@ -203,206 +185,128 @@ def _ranges(values: list[int]) -> str:
     return ",".join(parts)
 
 
-# -- connectivity ---------------------------------------------------------------------------------
+# -- cutting one population ----------------------------------------------------------------------
 
 
-def spike_source(graph: Graph, synapse: str) -> str:
-    """The population a synaptic op reads (through Flattens, which are views of the spikes)."""
-    (node,) = graph.inputs(synapse)
-    while isinstance(graph.op(node), Flatten):
-        (node,) = graph.inputs(node)
-    return node
+class _TooLarge(Exception):
+    pass
 
 
-def incoming(graph: Graph, population: str) -> list[str]:
-    """The synaptic ops that end on ``population``."""
-    return [s for s in graph.inputs(population) if isinstance(graph.op(s), (FixedDense, FixedConv2d))]
+def _boxes(c: int, h: int, w: int, g: int, th: int, tw: int) -> dict[str, np.ndarray]:
+    """Channel groups of g × bands of th rows × runs of tw columns, channel-major, remainders last."""
+    cs, ys, xs = np.arange(0, c, g), np.arange(0, h, th), np.arange(0, w, tw)
+    c0, y0, x0 = (a.reshape(-1) for a in np.meshgrid(cs, ys, xs, indexing="ij"))
+    return {"c0": c0, "c1": np.minimum(c0 + g, c), "y0": y0, "y1": np.minimum(y0 + th, h),
+            "x0": x0, "x1": np.minimum(x0 + tw, w)}
 
 
-def axon_kind(graph: Graph, synapse: str) -> str:
-    """PIXEL for a convolution (population axons), NEURON otherwise."""
-    return PIXEL if isinstance(graph.op(synapse), FixedConv2d) else NEURON
-
-
-def pixels(graph: Graph, population: str) -> int:
-    """Pixels per channel of a (C, H, W) population (1 for any other shape)."""
-    shape = graph.shape(population)
-    return int(np.prod(shape[1:])) if len(shape) == 3 else 1
-
-
-def coverage(graph: Graph, synapse: str, start: int, stop: int, nonzero: torch.Tensor | None = None) -> np.ndarray:
-    """Which source neurons (flat, C-order) have a nonzero weight onto target neurons start:stop.
-    ``nonzero`` is the conv's weight != 0 as float64, when the caller has it already."""
-    op = graph.op(synapse)
-    src_shape = graph.shape(spike_source(graph, synapse))
-    if isinstance(op, FixedDense):
-        return np.asarray(op.weight[start:stop] != 0).any(axis=0)
-    c_out, h_out, w_out = graph.shape(synapse)
-    hw = h_out * w_out
-    first, last = start // hw, (stop - 1) // hw + 1
-    mask = torch.zeros((last - first) * hw, dtype=torch.float64)
-    mask[start - first * hw:stop - first * hw] = 1.0
-    if nonzero is None:
-        nonzero = torch.from_numpy(np.asarray(op.weight != 0, dtype=np.float64))
-    if op.groups == 1:
-        weight, grad = nonzero[first:last], mask.reshape(1, last - first, h_out, w_out)
-    else:  # the adjoint needs every channel of a grouped conv; channels outside get a zero mask
-        grad = torch.zeros((1, c_out, h_out, w_out), dtype=torch.float64)
-        grad[0, first:last] = mask.reshape(last - first, h_out, w_out)
-        weight = nonzero
-    # the gradient of conv2d with respect to its input is the transposed convolution: it is
-    # nonzero exactly where an input reaches a masked output through a nonzero weight
-    reach = torch.nn.grad.conv2d_input((1,) + tuple(src_shape), weight, grad, op.stride, op.padding,
-                                       op.dilation, op.groups)
-    return (reach[0] > 0).numpy().reshape(-1)
-
-
-def axons(kind: str, reached: np.ndarray, pixels_per_channel: int) -> np.ndarray:
-    """The input axons that ``reached`` (over source neurons) needs: itself for NEURON, the pixels
-    reached from any channel for PIXEL."""
-    if kind == NEURON:
-        return reached
-    return reached.reshape(-1, pixels_per_channel).any(axis=0)
-
-
-def connections(graph: Graph, synapse: str) -> int:
-    """The synapses of one op: (source, target) neuron pairs joined by a nonzero weight."""
-    op = graph.op(synapse)
-    if isinstance(op, FixedDense):
-        return int(np.count_nonzero(op.weight))
-    ones = torch.ones((1,) + tuple(graph.shape(spike_source(graph, synapse))), dtype=torch.float64)
-    nonzero = torch.from_numpy(np.asarray(op.weight != 0, dtype=np.float64))
-    per_target = torch.nn.functional.conv2d(ones, nonzero, None, op.stride, op.padding, op.dilation, op.groups)
-    return int(round(float(per_target.sum())))
-
-
-# -- one population ------------------------------------------------------------------------------
-
-
-def _last_fitting(lo: int, hi: int, fits, guess: int) -> int:
-    """The largest b in [lo, hi] with fits(b), for fits true up to some b and false after; lo is
-    taken to fit. Probes ``guess`` first (the previous slice's end), then steps out exponentially
-    and bisects."""
-    guess = min(max(guess, lo), hi)
-    if guess > lo:
-        if fits(guess):
-            lo = guess
-        else:
-            hi = guess - 1
-    step = 1
-    while lo < hi:
-        b = min(hi, lo + step)
-        if not fits(b):
-            hi = b - 1
-            break
-        lo, step = b, step * 2
+def _bisect(lo: int, hi: int, fits) -> int:
+    """The largest v in [lo, hi] with fits(v) (monotone), or lo - 1 when none."""
+    if not fits(lo):
+        return lo - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid - 1
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
     return lo
 
 
 class _Population:
-    """One LoihiNeuron node with what its slices cost."""
-
     def __init__(self, graph: Graph, name: str, target: Loihi2):
-        self.graph, self.name, self.target = graph, name, target
-        self.shape = graph.shape(name)
-        self.size = int(np.prod(self.shape))
-        self.synapses = incoming(graph, name)
-        # neurons per channel: slices are aligned to channels of (C, H, W) populations
-        self.unit = pixels(graph, name)
-        self.dense_prefix = np.zeros(self.size + 1, dtype=np.int64)  # stored dense weights, cumulative
-        self.kernel_prefix = np.zeros(self.size // self.unit + 1, dtype=np.int64)  # per channel
-        self.nonzero = {}
-        for s in self.synapses:
-            op = graph.op(s)
-            w = np.asarray(op.weight)
-            if isinstance(op, FixedDense):
-                self.dense_prefix[1:] += np.cumsum(np.count_nonzero(w, axis=1))
+        self.name = name
+        self.grid = grid(graph.shape(name))
+        self.image = len(graph.shape(name)) == 3
+        self.size = int(np.prod(self.grid))
+        self.edges = edges(graph, name)
+        self.conv = [e for e in self.edges if isinstance(e, ConvEdge)]
+        self.dense = [e for e in self.edges if isinstance(e, DenseEdge)]
+        self.target = target
+
+    def cut(self, fan_out: FanOut, limit: np.ndarray, cap: np.ndarray):
+        """(boxes, (n, 4) usages): boxes within ``limit``, or within ``cap`` where that fails."""
+        if self.dense or (not self.conv and self.grid[1:] == (1, 1)):
+            return self._cut_ranges(fan_out, limit, cap)
+        for bound in (limit, cap):
+            best = self._cut_boxes(fan_out, bound, cap)
+            if best is not None:
+                return best
+        b = _boxes(*self.grid, 1, 1, 1)
+        usage = box_usage(b, self.conv, fan_out, self.target)
+        first = int(np.argmax(~np.all(usage <= cap, axis=1)))
+        raise _TooLarge(f"neuron {first} alone needs "
+                        f"{', '.join(Usage.from_array(usage[first]).exceeded(Usage.from_array(cap)))}")
+
+    def _cut_boxes(self, fan_out: FanOut, bound: np.ndarray, cap: np.ndarray):
+        c, h, w = self.grid
+
+        def evaluate(g, th, tw):
+            b = _boxes(c, h, w, g, th, tw)
+            return b, box_usage(b, self.conv, fan_out, self.target)
+
+        def fits(g, th, tw):
+            return bool(np.all(evaluate(g, th, tw)[1] <= bound))
+
+        groups = {math.ceil(c / k) for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+                  if k <= c}
+        g_max = _bisect(1, c, lambda g: fits(g, h, w))
+        if g_max >= 1:
+            groups.add(g_max)
+        best, best_key = None, None
+        for g in sorted(groups, reverse=True):
+            if g_max >= g:
+                th, tw = h, w
             else:
-                self.kernel_prefix[1:] += np.cumsum(np.count_nonzero(w.reshape(w.shape[0], -1), axis=1))
-                self.nonzero[s] = torch.from_numpy(np.asarray(w != 0, dtype=np.float64))
-        # output axons: per neuron (NEURON) and per destination slice x pixel (PIXEL)
-        self.neuron_fan_out = np.zeros(self.size + 1, dtype=np.int64)
-        self.pixel_reach = np.zeros((0, self.unit + 1), dtype=np.int64)
+                th, tw = _bisect(1, h, lambda t: fits(g, t, w)), w
+                if th < 1:
+                    th, tw = 1, _bisect(1, w, lambda t: fits(g, 1, t))
+                    if tw < 1:
+                        continue
+            b, usage = evaluate(g, th, tw)
+            frac = usage / np.maximum(cap, 1)
+            dom = frac.max(axis=1)
+            estimate = max(int((dom > 0.5).sum()), math.ceil(dom.sum() - 1e-9))
+            key = (estimate, round(float(frac.sum()), 9), len(dom), -g)
+            if best_key is None or key < best_key:
+                best, best_key = (b, usage), key
+        return best
 
-    def set_fan_out(self, per_neuron: np.ndarray, per_pixel: list[np.ndarray]) -> None:
-        """Output axons, known once the consumers are sliced: how many destination slices each
-        neuron reaches through dense synapses, and for each destination slice reached through a
-        convolution, which pixels it reaches."""
-        self.neuron_fan_out = np.concatenate([[0], np.cumsum(per_neuron)]).astype(np.int64)
-        if per_pixel:
-            reach = np.stack(per_pixel).astype(np.int64)
-            self.pixel_reach = np.concatenate([np.zeros((len(reach), 1), np.int64), np.cumsum(reach, 1)], 1)
-
-    def channels(self, start: int, stop: int) -> tuple[int, int]:
-        return start // self.unit, (stop - 1) // self.unit + 1
-
-    def weights(self, start: int, stop: int) -> int:
-        first, last = self.channels(start, stop)
-        kernels = self.kernel_prefix[last] - self.kernel_prefix[first]
-        return int(self.dense_prefix[stop] - self.dense_prefix[start] + kernels)
-
-    def fan_out(self, start: int, stop: int) -> int:
-        total = int(self.neuron_fan_out[stop] - self.neuron_fan_out[start])
-        if len(self.pixel_reach):
-            p, reach = self.unit, self.pixel_reach
-            if stop - start >= p:  # every pixel is in the range
-                total += int(reach[:, p].sum())
-            elif start % p < (stop - 1) % p + 1:  # pixels start%p .. (stop-1)%p
-                total += int((reach[:, (stop - 1) % p + 1] - reach[:, start % p]).sum())
-            else:  # the range wraps into the next channel
-                total += int((reach[:, p] - reach[:, start % p] + reach[:, (stop - 1) % p + 1]).sum())
-        return total
-
-    def reached(self, start: int, stop: int) -> dict[tuple[str, str], np.ndarray]:
-        """Per (source population, axon kind), the source neurons that reach neurons start:stop."""
-        out: dict[tuple[str, str], np.ndarray] = {}
-        for s in self.synapses:
-            key = (spike_source(self.graph, s), axon_kind(self.graph, s))
-            cov = coverage(self.graph, s, start, stop, self.nonzero.get(s))
-            out[key] = cov if key not in out else out[key] | cov
-        return out
-
-    def usage(self, start: int, stop: int, with_fan_in: bool = True) -> Usage:
-        fan_in = 0
-        if with_fan_in:
-            for (src, kind), cov in self.reached(start, stop).items():
-                fan_in += int(axons(kind, cov, pixels(self.graph, src)).sum())
-        t = self.target
-        return Usage(neurons=stop - start,
-                     synapse_bytes=self.weights(start, stop) * t.weight_bytes + fan_in * t.axon_bytes,
-                     fan_in=fan_in, fan_out=self.fan_out(start, stop))
-
-    def slices(self, cap: Usage, align: bool) -> list[tuple[int, int]]:
-        """Greedy contiguous ranges covering the population; ValueError names a neuron too large."""
-        ranges, start, guess = [], 0, self.size
-        while start < self.size:
-            # cheap resources first (no fan-in), then the exact check inside that bound
-            hi = _last_fitting(start, self.size, lambda b: self.usage(start, b, False).fits(cap), self.size)
-            stop = _last_fitting(start, hi, lambda b: self.usage(start, b).fits(cap), start + guess)
-            if stop == start:
-                over = self.usage(start, start + 1).exceeded(cap)
-                raise ValueError(f"neuron {start} alone needs {', '.join(over)}")
-            guess = stop - start
-            boundary = stop // self.unit * self.unit
-            if align and stop < self.size and boundary > start:
-                stop = boundary
+    def _cut_ranges(self, fan_out: FanOut, limit: np.ndarray, cap: np.ndarray):
+        """Contiguous ranges of a vector population, each grown row by row within ``limit``."""
+        n, t = self.size, self.target
+        per_neuron = fan_out.query({"c0": np.arange(n), "c1": np.arange(n) + 1, "y0": np.zeros(n, np.int64),
+                                    "y1": np.ones(n, np.int64), "x0": np.zeros(n, np.int64),
+                                    "x1": np.ones(n, np.int64)})
+        fo_prefix = np.concatenate([[0], np.cumsum(per_neuron)])
+        sources = sorted({e.source for e in self.dense})
+        ranges, usages, start = [], [], 0
+        while start < n:
+            masks = {s: None for s in sources}
+            fan_in = stored = 0
+            stop, usage = start, None
+            while stop < n:
+                new_masks, new_fan_in = {}, 0
+                for s in sources:
+                    row = None
+                    for e in self.dense:
+                        if e.source == s:
+                            row = e.nonzero[stop] if row is None else row | e.nonzero[stop]
+                    m = row if masks[s] is None else masks[s] | row
+                    new_masks[s], new_fan_in = m, new_fan_in + int(np.count_nonzero(m))
+                new_stored = stored + sum(int(e.row_prefix[stop + 1] - e.row_prefix[stop]) for e in self.dense)
+                u = np.array([stop + 1 - start, new_stored * t.weight_bytes + new_fan_in * t.axon_bytes,
+                              new_fan_in, fo_prefix[stop + 1] - fo_prefix[start]], dtype=np.int64)
+                if not np.all(u <= limit) and not (stop == start and np.all(u <= cap)):
+                    if stop == start:
+                        raise _TooLarge(f"neuron {start} alone needs "
+                                        f"{', '.join(Usage.from_array(u).exceeded(Usage.from_array(cap)))}")
+                    break
+                masks, fan_in, stored, usage, stop = new_masks, new_fan_in, new_stored, u, stop + 1
             ranges.append((start, stop))
+            usages.append(usage)
             start = stop
-        return ranges
-
-    def best_slices(self, cap: Usage) -> list[tuple[int, int]]:
-        """Channel-aligned slices unless cutting through channels needs fewer of them."""
-        aligned = self.slices(cap, align=True)
-        if self.unit == 1 or len(aligned) == 1:
-            return aligned
-        anywhere = self.slices(cap, align=False)
-        return anywhere if len(anywhere) < len(aligned) else aligned
+        a = np.array(ranges, dtype=np.int64).reshape(-1, 2)
+        ones, zeros = np.ones(len(a), np.int64), np.zeros(len(a), np.int64)
+        b = {"c0": a[:, 0], "c1": a[:, 1], "y0": zeros, "y1": ones, "x0": zeros, "x1": ones}
+        return b, np.array(usages, dtype=np.int64).reshape(-1, 4)
 
 
 # -- the pass -------------------------------------------------------------------------------------
@@ -413,70 +317,110 @@ class Partition:
     """Place every neuron of a fixed-point graph on ``chips`` Loihi 2 chips; returns a Placement.
 
     Leaves the graph unchanged. Raises ResourceError (one line) when a neuron exceeds a core or
-    the model needs more cores than ``chips`` chips hold. ``window``: how many of the most recently
-    opened cores first-fit packing tries before opening a new one.
+    the model needs more cores than ``chips`` chips hold. ``fractions``: the largest part of a
+    core one box may take (a number, or one per resource in Usage's order); ``orders``: how boxes
+    are packed. One placement is tried per (fraction, order); the fewest cores wins.
     """
 
     name: ClassVar[str] = "partition"
     target: Loihi2 = LOIHI2
     chips: int = 1
-    window: int = 256
+    # boxes up to a whole core, or up to half (0.6) of a core's neurons: the smaller ones let
+    # neuron-heavy early layers share cores with memory-heavy late ones
+    fractions: tuple = (1.0, (0.5, 1.0, 1.0, 1.0), (0.6, 1.0, 1.0, 1.0))
+    orders: tuple[str, ...] = ("topological", "decreasing")
 
     def __call__(self, graph: Graph) -> Placement:
         cap = capacity(self.target)
+        cap_a = cap.as_array()
         names = graph.find(LoihiNeuron)
         pops = {n: _Population(graph, n, self.target) for n in names}
-        per_neuron = {n: np.zeros(p.size, dtype=np.int64) for n, p in pops.items()}
-        per_pixel: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        ranges: dict[str, list[tuple[int, int]]] = {}
-        too_large: list[str] = []
-        for name in reversed(names):
-            pop = pops[name]
-            pop.set_fan_out(per_neuron[name], per_pixel[name])
-            try:
-                ranges[name] = pop.best_slices(cap)
-            except ValueError as exc:
-                too_large.append(f"{name} ({exc})")
-                continue
-            for start, stop in ranges[name]:
-                for (src, kind), cov in pop.reached(start, stop).items():
-                    if src not in pops:
-                        continue
-                    if kind == NEURON:
-                        per_neuron[src] += cov
-                    else:
-                        per_pixel[src].append(axons(kind, cov, pops[src].unit))
-        if too_large:
-            raise ResourceError(
-                f"does not fit any number of Loihi 2 chips: a single neuron exceeds a core "
-                f"(limits per core: {_limits(cap)}): {'; '.join(too_large)}")
-
-        totals = {}
-        for n, pop in pops.items():
-            whole = pop.usage(0, pop.size)
-            # unsplit, a population still needs one output axon per neuron or pixel it sends from
-            sending = int(np.count_nonzero(per_neuron[n]))
-            if per_pixel[n]:
-                sending += int(np.count_nonzero(np.any(per_pixel[n], axis=0)))
-            totals[n] = Usage(whole.neurons, whole.synapse_bytes, whole.fan_in, sending)
-        cores: list[Usage] = []
-        slices: list[Slice] = []
-        for name in names:
-            pop = pops[name]
-            for start, stop in ranges[name]:
-                usage = pop.usage(start, stop)
-                first = max(0, len(cores) - self.window)
-                core = next((i for i in range(first, len(cores)) if (cores[i] + usage).fits(cap)), len(cores))
-                if core == len(cores):
-                    cores.append(Usage())
-                cores[core] = cores[core] + usage
-                slices.append(Slice(name, start, stop, core, core // self.target.cores_per_chip,
-                                    pop.channels(start, stop) if len(pop.shape) == 3 else None, usage))
-        placement = Placement(tuple(slices), tuple(cores), cap, self.chips, self.target.cores_per_chip, totals)
+        best = None
+        for fraction in self.fractions:
+            limit = np.floor(cap_a * np.asarray(fraction, dtype=np.float64)).astype(np.int64)
+            cuts, too_large = self._cut_all(names, pops, limit, cap_a)
+            if too_large:
+                raise ResourceError(
+                    f"does not fit any number of Loihi 2 chips: a single neuron exceeds a core "
+                    f"(limits per core: {_limits(cap)}): {'; '.join(too_large)}")
+            for order in self.orders:
+                slices, cores = self._pack(names, pops, cuts, cap_a, order)
+                if best is None or len(cores) < len(best[1]):
+                    best = (slices, cores)
+        slices, cores = best
+        placement = Placement(tuple(slices), tuple(Usage.from_array(c) for c in cores), cap, self.chips,
+                              self.target.cores_per_chip, self._totals(names, pops))
         available = self.chips * self.target.cores_per_chip
         if placement.cores_used > available:
             raise ResourceError(_shortfall(placement, available))
         return placement
+
+    def _cut_all(self, names, pops, limit, cap):
+        fan_outs = {n: FanOut(pops[n].grid) for n in names}
+        cuts, too_large = {}, []
+        for name in reversed(names):
+            pop = pops[name]
+            fan_outs[name].finish()
+            try:
+                b, usage = pop.cut(fan_outs[name], limit, cap)
+            except _TooLarge as exc:
+                too_large.append(f"{name} ({exc})")
+                continue
+            cuts[name] = (b, usage)
+            for e in pop.edges:
+                if e.source not in fan_outs:
+                    continue
+                if isinstance(e, ConvEdge):
+                    fan_outs[e.source].add_conv(*e.reach(b))
+                else:
+                    for c0, c1 in zip(b["c0"].tolist(), b["c1"].tolist()):
+                        fan_outs[e.source].add_dense(e.reached(c0, c1))
+        return cuts, list(reversed(too_large))
+
+    def _pack(self, names, pops, cuts, cap, order):
+        """First fit of every box, in topological order or by decreasing largest resource fraction
+        (first-fit decreasing: memory-heavy boxes first, neuron-heavy ones fill the rest)."""
+        items = [(name, i) for name in names for i in range(len(cuts[name][1]))]
+        if order == "decreasing":
+            frac = [float((cuts[name][1][i] / np.maximum(cap, 1)).max()) for name, i in items]
+            items = [items[k] for k in np.argsort(-np.array(frac), kind="stable")]
+        cores = np.zeros((0, 4), dtype=np.int64)
+        used, slices, placed = 0, [], {}
+        for name, i in items:
+            b, usage = cuts[name]
+            u = usage[i]
+            room = np.nonzero(np.all(cores[:used] + u <= cap, axis=1))[0]
+            if len(room):
+                core = int(room[0])
+            else:
+                if used == len(cores):
+                    cores = np.concatenate([cores, np.zeros((max(16, used), 4), dtype=np.int64)])
+                core, used = used, used + 1
+            cores[core] += u
+            placed[name, i] = core
+        for name in names:  # slices listed in topological order, a population's boxes in cut order
+            b, usage = cuts[name]
+            pop = pops[name]
+            for i in range(len(usage)):
+                core = placed[name, i]
+                box = Box(*(int(b[k][i]) for k in ("c0", "c1", "y0", "y1", "x0", "x1")))
+                slices.append(Slice(name, box, core, core // self.target.cores_per_chip, Usage.from_array(usage[i]),
+                                    pop.grid, pop.image))
+        return slices, cores[:used]
+
+    def _totals(self, names, pops) -> dict[str, Usage]:
+        conv_senders = {n: np.zeros(pops[n].grid[1:], dtype=bool) for n in names}
+        dense_senders = {n: np.zeros(pops[n].size, dtype=bool) for n in names}
+        for pop in pops.values():
+            for e in pop.edges:
+                if e.source not in pops:
+                    continue
+                if isinstance(e, ConvEdge):
+                    conv_senders[e.source] |= e.reached_pixels()
+                else:
+                    dense_senders[e.source] |= e.reached(0, e.nonzero.shape[0])
+        return {n: unsplit_usage(pops[n].edges, pops[n].size, self.target,
+                                 int(conv_senders[n].sum() + dense_senders[n].sum())) for n in names}
 
 
 def _limits(cap: Usage) -> str:

@@ -51,28 +51,33 @@ class Loihi2:
     neurons_per_chip: int = NEURONS_PER_CHIP
     synapses_per_chip: int = SYNAPSES_PER_CHIP
 
-    # Per-core limits (passes/partition.py). Intel publishes none of these for Loihi 2, so each is
-    # a conservative default derived below, not a chip fact; lower or raise them with
+    # Per-core limits (the resource model: targets/loihi2_cores.py; placement: passes/partition.py).
+    # Intel publishes none of these for Loihi 2; each is labelled PUBLISHED (a Loihi 1 or chip-level
+    # figure, with its source) or ASSUMED (our reading). Lower or raise them with
     # dataclasses.replace(LOIHI2, ...).
-    # Neurons: 1,000,000 / 128 = 7812.5, rounded down. (If the brief's "1 M" means 2**20, the
-    # figure would be 8192; we take the smaller.)
+    # Neurons: ASSUMED from the PUBLISHED chip figure, 1,000,000 / 128 = 7812.5, rounded down (if
+    # the brief's "1 M" means 2**20 the figure would be 8192; we take the smaller). Loihi 1 had
+    # 1,024 compartments per core (PUBLISHED: Davies et al., "Loihi: A Neuromorphic Manycore
+    # Processor with On-Chip Learning", IEEE Micro 38(1), 2018; nengo-loihi block.py
+    # MAX_COMPARTMENTS).
     neurons_per_core: int = NEURONS_PER_CHIP // CORES_PER_CHIP
-    # Synaptic memory: the chip's 120 M synapses spread over 128 cores, each synapse counted at
-    # CHIP_SYNAPSE_BITS = 1 bit, the densest weight format. Loihi 1's figures fit that reading: 130 M
-    # synapses ~ 128 cores x 1 Mbit (nengo-loihi, nengo_loihi/block.py: MAX_SYNAPSE_BITS =
-    # 1,048,576 per core). 120e6 bits / 8 / 128 = 117,187 bytes (114 KiB) per core.
+    # Synaptic memory: ASSUMED. The chip's PUBLISHED 120 M synapses spread over 128 cores, each
+    # synapse counted at CHIP_SYNAPSE_BITS = 1 bit, the densest weight format. Loihi 1 fits that
+    # reading: 128 KB of synaptic memory per core (PUBLISHED, Davies et al. 2018), 1 Mbit in
+    # nengo-loihi (block.py MAX_SYNAPSE_BITS = 1,048,576). 120e6 bits / 8 / 128 = 117,187 bytes.
     synapse_bytes_per_core: int = SYNAPSES_PER_CHIP * CHIP_SYNAPSE_BITS // 8 // CORES_PER_CHIP
     # Input axons (one per source neuron a core receives spikes from; per source pixel for a
-    # convolution's population axons) and output axons (one per source neuron or pixel and
-    # destination core): Loihi 1's 4096 and 4096 per core (nengo-loihi, nengo_loihi/block.py:
-    # MAX_IN_AXONS, MAX_OUT_AXONS, as NxSDK defines them). No Loihi 2 figure is public.
+    # convolution's population axons) and output axons (one per source neuron and destination
+    # core; the neurons of one pixel share theirs towards a convolution): 4,096 and 4,096 per core,
+    # Loihi 1's PUBLISHED figures (Davies et al. 2018; nengo-loihi block.py MAX_IN_AXONS,
+    # MAX_OUT_AXONS), ASSUMED unchanged on Loihi 2.
     fan_in_per_core: int = 4096
     fan_out_per_core: int = 4096
-    # Bytes one stored synapse takes: its weight (Lava's num_weight_bits = 8). Zero weights are
-    # not stored; a sparse format's per-synapse index bits are not modelled.
+    # Bytes one stored synapse takes: its weight (Lava's num_weight_bits = 8). ASSUMED: zero
+    # weights are not stored; a sparse format's per-synapse index bits are not modelled.
     weight_bytes: int = 1
-    # Bytes of synaptic memory per input axon: one 64-bit word (nengo-loihi's Loihi 1 model,
-    # SynapseConfig.bits_per_axon: a 10-bit synapse-list header, rounded up to 64-bit words).
+    # Bytes of synaptic memory per input axon: one 64-bit word, ASSUMED from nengo-loihi's Loihi 1
+    # model (SynapseConfig.bits_per_axon: a 10-bit synapse-list header, rounded up to 64-bit words).
     axon_bytes: int = 8
 
     # Energy per operation, for the report's estimate only. These are LOIHI 1 figures (Davies et

@@ -109,14 +109,15 @@ def brute_connectivity(graph, synapse) -> np.ndarray:
 def exact_core_usage(graph, placement, target) -> list[Usage]:
     """What each core really holds, written from the model's definitions: input axons per source
     neuron (dense) or source pixel (conv) and kernels counted once per core, output axons per
-    (neuron, destination core) for dense and per (pixel, destination core) for conv."""
+    (neuron, destination core) for dense and per (pixel, destination core) for conv (the neurons of
+    one pixel share their population axon entries)."""
     synapses = graph.find((FixedDense, FixedConv2d))
     conn = {s: brute_connectivity(graph, s) for s in synapses}
     is_conv = {s: isinstance(graph.op(s), FixedConv2d) for s in synapses}
     core_of = {}  # (population, neuron) -> core
     for s in placement.slices:
-        for j in range(s.start, s.stop):
-            core_of[s.layer, j] = s.core
+        for j in s.indices():
+            core_of[s.layer, int(j)] = s.core
 
     def pixel(population, j):
         shape = graph.shape(population)
@@ -125,21 +126,21 @@ def exact_core_usage(graph, placement, target) -> list[Usage]:
     usage = []
     for core in range(placement.cores_used):
         here = [s for s in placement.slices if s.core == core]
-        neurons = sum(s.stop - s.start for s in here)
+        neurons = sum(len(s.indices()) for s in here)
         axons_in, stored, kernels = set(), 0, set()
         for s in here:
             for syn in synapses:
                 if graph.users(syn)[0] != s.layer:
                     continue
                 src = spike_source(graph, syn)
-                for j in np.nonzero(conn[syn][s.start:s.stop].any(axis=0))[0]:
+                rows = s.indices()
+                for j in np.nonzero(conn[syn][rows].any(axis=0))[0]:
                     axons_in.add((src, is_conv[syn], pixel(src, j) if is_conv[syn] else j))
                 op = graph.op(syn)
                 if is_conv[syn]:
-                    per_channel = int(np.prod(graph.shape(syn)[1:]))
-                    kernels |= {(syn, c) for c in range(s.start // per_channel, (s.stop - 1) // per_channel + 1)}
+                    kernels |= {(syn, c) for c in range(s.box.c0, s.box.c1)}
                 else:
-                    stored += int(np.count_nonzero(op.weight[s.start:s.stop]))
+                    stored += int(np.count_nonzero(op.weight[rows]))
         stored += sum(int(np.count_nonzero(graph.op(syn).weight[c])) for syn, c in kernels)
         axons_out = set()
         for s in here:
@@ -147,7 +148,7 @@ def exact_core_usage(graph, placement, target) -> list[Usage]:
                 if spike_source(graph, syn) != s.layer:
                     continue
                 consumer = graph.users(syn)[0]
-                for j in range(s.start, s.stop):
+                for j in s.indices():
                     for t in np.nonzero(conn[syn][:, j])[0]:
                         sender = ("pixel", pixel(s.layer, j)) if is_conv[syn] else ("neuron", j)
                         axons_out.add((s.layer, sender, core_of[consumer, t]))
@@ -159,12 +160,11 @@ def exact_core_usage(graph, placement, target) -> list[Usage]:
 
 def check_placement(graph, placement, target, chips):
     cap = capacity(target)
-    # every neuron of every population exactly once, in contiguous ranges
+    # every neuron of every population exactly once, in boxes (channels x rows x columns)
     for name in graph.find(LoihiNeuron):
-        ranges = sorted((s.start, s.stop) for s in placement.slices if s.layer == name)
-        size = int(np.prod(graph.shape(name)))
-        assert ranges[0][0] == 0 and ranges[-1][1] == size
-        assert all(a < b for a, b in ranges) and all(b == c for (_, b), (c, _) in zip(ranges, ranges[1:]))
+        placed = np.concatenate([s.indices() for s in placement.slices if s.layer == name])
+        assert np.array_equal(np.sort(placed), np.arange(int(np.prod(graph.shape(name)))))
+        assert all(s.neurons == s.usage.neurons > 0 for s in placement.slices if s.layer == name)
     # modelled usage adds up, stays within every limit, and is never below the real usage
     for core, modelled in enumerate(placement.cores):
         total = Usage()
@@ -291,27 +291,90 @@ def test_dense_synapse_memory_counts_nonzero_weights_and_axons():
     assert s.usage == Usage(3, int(np.count_nonzero(w)) + 8 * fan_in, fan_in, 0)
 
 
-def test_conv_stores_each_kernel_once_and_cuts_at_channels():
+def test_conv_box_stores_the_kernels_of_its_channels_once():
     graph = one_conv(channels_in=2, channels_out=4, hw=4)  # 16 neurons per output channel
     kernel = [int(np.count_nonzero(graph.op("w1").weight[c])) for c in range(4)]
-    # 40 neurons fit a core: cut at 32 (two whole channels) rather than at 40
     target = limits(neurons=40, axon_bytes=0)
-    slices = Partition(target=target)(graph).by_layer()["n1"]
-    assert [(s.start, s.stop, s.channels) for s in slices] == [(0, 32, (0, 2)), (32, 64, (2, 4))]
-    assert [s.usage.synapse_bytes for s in slices] == [kernel[0] + kernel[1], kernel[2] + kernel[3]]
-    # unsplit, the population stores 4 kernels: the lower bound's synaptic memory
-    assert Partition(target=target)(graph).layer_totals["n1"].synapse_bytes == sum(kernel)
-
-
-def test_conv_cuts_through_channels_when_that_needs_fewer_cores():
-    graph = one_conv(channels_in=2, channels_out=4, hw=4)
-    target = limits(neurons=24, axon_bytes=0)  # aligned: 4 slices of 16; anywhere: 24, 24, 16
     placement = Partition(target=target)(graph)
     slices = placement.by_layer()["n1"]
-    assert [(s.start, s.stop) for s in slices] == [(0, 24), (24, 48), (48, 64)]
-    # the channel cut at neuron 24 stores channel 1's kernel on two cores
-    assert slices[0].channels == (0, 2) and slices[1].channels == (1, 3)
+    assert len(slices) == 2 and placement.cores_used == 3 == placement.lower_bound  # ceil((32 + 64) / 40)
+    # a box stores the kernel of every channel it holds once, however many of its pixels it holds
+    for s in slices:
+        assert s.usage.synapse_bytes == sum(kernel[c] for c in range(*s.channels))
+    # unsplit, the population stores 4 kernels: the lower bound's synaptic memory
+    assert placement.layer_totals["n1"].synapse_bytes == sum(kernel)
     check_placement(graph, placement, target, 1)
+
+
+def test_conv_channel_groups_when_kernels_dominate():
+    """Kernels large against the memory limit: cut into channel groups over the whole image
+    (each kernel stored once), not into spatial bands (every band would store every kernel)."""
+    graph = one_conv(channels_in=2, channels_out=4, hw=4)
+    kernel = [int(np.count_nonzero(graph.op("w1").weight[c])) for c in range(4)]
+    target = limits(synapse_bytes=kernel[0] + kernel[1] + 2, axon_bytes=0)
+    placement = Partition(target=target)(graph)
+    slices = placement.by_layer()["n1"]
+    assert [(s.channels, s.box.y0, s.box.y1) for s in slices] == [((0, 2), 0, 4), ((2, 4), 0, 4)]
+    assert [(s.start, s.stop) for s in slices] == [(0, 32), (32, 64)]
+    check_placement(graph, placement, target, 1)
+
+
+def test_conv_cuts_boxes_that_pack_to_the_lower_bound():
+    """Changed on purpose: the old pass cut C-order ranges through channels (24, 24, 16); boxes
+    (channels x rows) whose remainders share cores reach the lower bound just as well."""
+    graph = one_conv(channels_in=2, channels_out=4, hw=4)
+    target = limits(neurons=24, axon_bytes=0)
+    placement = Partition(target=target)(graph)
+    assert placement.cores_used == 4 == placement.lower_bound  # ceil((32 + 64) / 24)
+    check_placement(graph, placement, target, 1)
+
+
+def test_conv_output_axons_are_per_source_pixel_and_core():
+    """The neurons of one pixel share their population axon (nengo-loihi's pop16/pop32 axons):
+    2 channels x 16 pixels send 16 output axons to a conv on one core, 32 to a dense layer."""
+    graph = one_conv(channels_in=2, channels_out=4, hw=4)
+    (s,) = Partition()(graph).by_layer()["n0"]
+    assert s.usage.fan_out == 16
+    rng = np.random.default_rng(0)
+    b = start((2, 4, 4))
+    b.add("w1", dense(weights(rng, (3, 32), 1.0)), ["n0"])
+    b.add("n1", neuron((3,)), ["w1"])
+    (s,) = Partition()(finish(b, "n1")).by_layer()["n0"]
+    assert s.usage.fan_out == 32
+
+
+def resnet_like(seed=0):
+    """Two 3x3 convs and a 1x1 shortcut (membrane-add) on 4x8x8, a stride-2 conv, a readout."""
+    rng = np.random.default_rng(seed)
+    b = start((4, 8, 8))
+    b.add("w1", conv(weights(rng, (4, 4, 3, 3), 0.8), padding=1), ["n0"])
+    b.add("n1", neuron((4, 8, 8)), ["w1"])
+    b.add("w2", conv(weights(rng, (4, 4, 3, 3), 0.8), padding=1), ["n1"])
+    b.add("skip", conv(weights(rng, (4, 4, 1, 1), 1.0)), ["n0"])
+    b.add("n2", neuron((4, 8, 8)), ["w2", "skip"])
+    b.add("w3", conv(weights(rng, (8, 4, 3, 3), 0.8), stride=2, padding=1), ["n2"])
+    b.add("n3", neuron((8, 4, 4)), ["w3"])
+    b.add("w4", dense(weights(rng, (5, 128), 0.8)), ["n3"])
+    b.add("n4", neuron((5,)), ["w4"])
+    return finish(b, "n4")
+
+
+@pytest.mark.parametrize("resource, value", [("neurons", 40), ("synapse_bytes", 1200), ("fan_in", 110),
+                                              ("fan_out", 60)])
+def test_each_per_core_limit_holds_where_it_binds(resource, value):
+    graph = resnet_like()
+    target = limits(**{resource: value})
+    placement = Partition(target=target, chips=1000)(graph)
+    assert placement.cores_used > 1
+    assert max(getattr(c, resource) for c in placement.cores) <= value
+    check_placement(graph, placement, target, 1000)  # every limit, and real usage <= modelled
+
+
+def test_lower_bound_takes_the_scarcest_resource():
+    graph = mlp([30, 30], seed=5)  # 30 senders, each needs an output axon
+    placement = Partition(target=limits(fan_out=10, neurons=1000), chips=10)(graph)
+    assert placement.lower_bound_terms()["fan_out"] == 3 == placement.lower_bound
+    assert placement.cores_used >= placement.lower_bound
 
 
 def test_too_few_chips_names_the_layers_and_the_shortfall():
@@ -350,3 +413,39 @@ def test_bundled_examples_within_a_quarter_of_the_lower_bound(example):
     placement = result.placement
     assert placement.cores_used <= 1.25 * placement.lower_bound
     check_placement(result.fixed_graph, placement, LOIHI2, 1)
+
+
+# -- the zoo at real size --------------------------------------------------------------------------
+
+
+def zoo_fixed_graph(model, size):
+    """A zoo model through the compiler's own stages (load, convert, quantize) on random data."""
+    import torch
+
+    from snncompile import api
+    from snncompile.frontends.torch import from_module
+    from snncompile.passes import pipeline
+
+    rng = np.random.default_rng(0)
+    calib = rng.random((2, 3, size, size)).astype("float32")
+    graph = from_module(model, torch.zeros(1, 3, size, size))
+    options = Options(maxpool="avg", calib_samples=2, progress=False, chips=1024)
+    snn = api.to_snn(api.prepare(graph, options), calib, options)
+    return pipeline.run(snn, (pipeline.Quantize(data=calib, steps=32),))
+
+
+def check_cores(graph, placement, cap):
+    for name in graph.find(LoihiNeuron):
+        assert sum(s.neurons for s in placement.slices if s.layer == name) == int(np.prod(graph.shape(name)))
+    assert all(c.fits(cap) for c in placement.cores)
+
+
+@pytest.mark.parametrize("name", ["ResNet20", "VGG16"])
+def test_zoo_at_32x32_within_a_quarter_of_the_lower_bound(name):
+    """Was 509 cores against a lower bound of 25 for ResNet-20 (an axon per target pixel)."""
+    from tests.zoo import models
+
+    graph = zoo_fixed_graph(models.randomize_batchnorm(getattr(models, name)().eval()), 32)
+    placement = Partition(target=LOIHI2, chips=1024)(graph)
+    assert placement.cores_used <= 1.25 * placement.lower_bound, placement.lower_bound_terms()
+    check_cores(graph, placement, capacity(LOIHI2))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +204,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     """
     if options.target not in TARGETS:
         raise SnnCompileError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
-    check_outdir(outdir)
+    check_outdir(outdir, inputs=(model, options.data, options.calib_data))
     timings = {}
     t0 = time.perf_counter()
     graph = model if isinstance(model, Graph) else load_model(model, options)
@@ -301,37 +299,24 @@ def _check_overflows(fixed_graph: Graph, stats: dict) -> None:
                                  "steps, or drop --strict to accept and count them)")
 
 
-def check_outdir(outdir: str | Path) -> Path:
-    """Refuse, before any work, an output folder that is a file or cannot be created or written."""
-    import os
+def check_outdir(outdir: str | Path, inputs: tuple = ()) -> Path:
+    """Refuse, before any work, an output folder that cannot be written or replaced whole
+    (``snncompile.outdir.check``: ``/``, links, files, read-only, holding the inputs or files
+    snncompile did not write)."""
+    from snncompile import outdir as folders
 
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise SnnCompileError(f"{outdir}: the output folder is an existing file; pass a folder with -o")
-    existing = outdir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise SnnCompileError(f"{outdir}: cannot write the output folder ({existing} is not a writable "
-                              "folder); pass another with -o")
-    return outdir
+    return folders.check(outdir, tuple(p for p in inputs if isinstance(p, (str, Path))))
 
 
 def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: Report, options: Options,
                    check_x: np.ndarray | None = None):
-    """Write every file into a staging folder beside ``outdir``, then move it into place: a new
-    ``outdir`` appears whole (one rename); into an existing one each file moves by one rename.
-    On any failure the staging folder goes and ``outdir`` is left as it was (or absent)."""
+    """Write every file into a staging folder beside ``outdir``, then put it in ``outdir``'s
+    place whole (``snncompile.outdir.write``): no file of an earlier run stays beside the new
+    ones, and on any failure or interrupt ``outdir`` is left as it was (or absent)."""
+    from snncompile import outdir as folders
     from snncompile.backends import nir as nir_backend
 
-    outdir = check_outdir(outdir)
-    try:
-        outdir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.snncompile-", dir=outdir.parent))
-        staging.chmod(0o755)  # mkdtemp's 0700 would become the output folder's mode
-    except OSError as exc:
-        raise SnnCompileError(f"{outdir}: cannot write the output folder ({exc.strerror or exc})") from None
-    try:
+    def fill(staging: Path) -> dict[str, Path]:
         files = {"nir": nir_backend.write(snn, staging / "model.nir", flavor=options.nir_flavor)}
         if options.target == "netx":
             from snncompile.backends import netx
@@ -344,18 +329,6 @@ def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: 
             files.update(bundle.write(fixed_graph, staging, steps=options.steps, x=check_x))
             files["run_on_loihi"] = bundle.write_script(staging)
         files.update(write_report(report, staging))
-        if not outdir.exists():
-            staging.rename(outdir)
-            return {key: outdir / path.name for key, path in files.items()}
-        final = {}
-        for key, path in files.items():
-            target = outdir / path.name
-            if target.is_dir():  # plots/: a folder is replaced whole, never merged with an old one
-                shutil.rmtree(target)
-            path.replace(target)
-            final[key] = target
-    except OSError as exc:
-        raise SnnCompileError(f"{outdir}: writing the outputs failed ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+        return files
+
+    return folders.write(check_outdir(outdir), fill)

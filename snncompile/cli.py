@@ -29,6 +29,7 @@ EXIT_MISMATCH = 1  # Lava and the reference simulator computed different bits
 EXIT_USER_ERROR = 2  # bad input: model, data or flags (SnnCompileError.exit_code)
 EXIT_FIDELITY = 3  # the fidelity gate (accuracy ratio / drop) failed
 EXIT_STRICT = 4  # --strict: something was clipped or wrapped (OverflowLimitError.exit_code)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (snncompile/interrupts.py)
 
 MAX_STEPS = 10_000  # time steps per sample
 MAX_SAMPLES = 10_000  # samples compared on Lava; calibration samples
@@ -151,6 +152,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "calibration paper's MSE grid search for the given steps")
     p.add_argument("--percentile", type=_percentile, default=99.99,
                    help="the percentile for --threshold percentile (default 99.99)")
+    p.add_argument("--maxpool", choices=["error", "avg"], default="error",
+                   help="MaxPool2d has no spiking form: error (default) refuses it; avg replaces it with "
+                        "AvgPool2d of the same window (report.json: ANN accuracy before and after)")
     p.add_argument("--calibrate", choices=["none", "light", "advanced"], default="none",
                    help="calibration measured in Loihi 2 fixed point: light = per-channel bias "
                    "correction; advanced = layer-wise weight calibration (Adam), potential "
@@ -249,7 +253,8 @@ def inspect(argv: list[str]) -> int:
                       calib_iterations=args.calib_iterations, calib_samples=args.calib_samples,
                       percentile=args.percentile, threshold=args.threshold, calibrate=args.calibrate,
                       chips=args.chips, progress=False, arch=args.arch, trust_pickle=args.trust_pickle,
-                      input_shape=args.input_shape, nir_dt=args.nir_dt, nir_reset=args.nir_reset)
+                      input_shape=args.input_shape, nir_dt=args.nir_dt, nir_reset=args.nir_reset,
+                      maxpool=args.maxpool)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -261,14 +266,42 @@ def inspect(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from snncompile import interrupts
+
+    as_json = "--json" in (sys.argv[1:] if argv is None else argv)
+    if argv is None:  # the program itself (not a caller's thread): Ctrl-C and SIGTERM end it cleanly
+        interrupts.install(as_json)
     try:
         return _main(argv)
     except BrokenPipeError:
         # the reader went away (`snncompile inspect m.pt | head`): no traceback, as Unix tools do
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except (KeyboardInterrupt, interrupts.Interrupted) as exc:
+        interrupts.handling()
+        interrupts.stop_children()  # Lava's actors: nothing is left running or joined at exit
+        if argv is None:
+            # leave now: Python's exit would join child processes, and one cut off mid-fork can
+            # keep it waiting
+            code = interrupts.report()
+            sys.stdout.flush()
+            os._exit(code)
+        print("snncompile: interrupted", file=sys.stderr)  # a caller's KeyboardInterrupt
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug or an unforeseen input: still one line, exit 2
+        if argv is None and interrupts.signalled():  # a library's error on the way out of a signal
+            interrupts.handling()
+            interrupts.stop_children()
+            code = interrupts.report()
+            sys.stdout.flush()
+            os._exit(code)
+        if os.environ.get("SNNCOMPILE_TRACEBACK"):
+            raise
+        first = (str(exc).strip().splitlines() or ["no message"])[0][:300]
+        return _fail(SnnCompileError(f"internal error ({type(exc).__name__}: {first}); set "
+                                     "SNNCOMPILE_TRACEBACK=1 to see where"), as_json=as_json)
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -295,6 +328,7 @@ def _main(argv: list[str] | None = None) -> int:
         progress=not (args.no_progress or args.quiet) and sys.stderr.isatty(), chips=args.chips,
         arch=args.arch, trust_pickle=args.trust_pickle, input_shape=args.input_shape, strict=args.strict,
         nir_dt=args.nir_dt, nir_reset=args.nir_reset, nir_flavor=args.nir_flavor, allow_silent=args.allow_silent,
+        maxpool=args.maxpool,
     )
     try:
         # with --json, stdout carries the one JSON document: stray prints go to stderr

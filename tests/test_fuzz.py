@@ -253,7 +253,7 @@ def judge(case: Case, code: int, err: str, outdir: Path, fresh: bool) -> str | N
     if "Traceback" in err:
         return "traceback on stderr"
     complete = outdir.is_dir() and {"model.nir", "report.json", "report.md"} <= {p.name for p in outdir.iterdir()}
-    leftovers = list(outdir.parent.glob(f".{outdir.name}.snncompile-*")) if outdir.parent.is_dir() else []
+    leftovers = list(outdir.parent.glob(".snncompile-*")) if outdir.parent.is_dir() else []
     if leftovers:
         return f"staging folder left behind: {leftovers}"
     if code == 0:

@@ -29,6 +29,7 @@ A synaptic layer delivers at step t+1 the spikes it received at step t.
 
 # No ``from __future__ import annotations`` here: Lava's model search re-executes the modules
 # next to processes.py outside sys.modules, where dataclasses cannot resolve string annotations.
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,9 @@ from lava.utils.weightutils import SignMode, clip_weights, truncate_weights  # n
 
 from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source  # noqa: E402
 from snncompile.backends.lava.processes import SubtractiveLIF  # noqa: E402
+from snncompile.backends.run_on_loihi import lava_groups  # noqa: E402  (one copy, in the standalone script)
 from snncompile.errors import BackendError, Problem  # noqa: E402
+from snncompile.interrupts import Interrupted, forget, on_hard_exit, stop_children  # noqa: E402
 from snncompile.ir.graph import Graph  # noqa: E402
 from snncompile.ir.ops import (  # noqa: E402
     Add,
@@ -180,7 +183,7 @@ def problems(graph: Graph) -> list[Problem]:
             (src,) = graph.inputs(name)
             if not isinstance(graph.op(src), LoihiNeuron) or len(graph.shape(src)) != 3:
                 bad(name, "FixedConv2d must read the spikes of a (C, H, W) LoihiNeuron population")
-            ints = [*op.weight.shape[2:], *op.stride, *op.padding, *op.dilation, op.groups]
+            ints = [*op.weight.shape[2:], *op.stride, *op.padding, *op.dilation]  # groups: lava_groups
             if max(ints) > LAVA_CONV_PARAM_MAX:
                 limit = LAVA_CONV_PARAM_MAX
                 bad(name, f"Lava's Conv holds kernel, stride, padding, dilation, groups in int8 (<= {limit})")
@@ -258,17 +261,25 @@ class LavaNetwork:
         v: dict[str, np.ndarray] = {}
         for component in self.components:
             anchor = self.populations[component[0]]
+            abort = functools.partial(_abort, anchor)
+            on_hard_exit(abort)  # a signal whose raise is lost still stops this runtime
             try:
-                anchor.run(condition=RunSteps(num_steps=steps), run_cfg=run_config())
-            except Exception as exc:
-                why = _failure(anchor, exc)
-                raise BackendError(f"lava backend: running '{component[0]}' failed: {why}") from exc
-            try:
-                for name in component:
-                    spikes[name] = self._read(self.s_monitors[name], "s_out", name)
-                    v[name] = self._read(self.v_monitors[name], "v", name)
+                try:
+                    anchor.run(condition=RunSteps(num_steps=steps), run_cfg=run_config())
+                except Exception as exc:
+                    why = _failure(anchor, exc)
+                    raise BackendError(f"lava backend: running '{component[0]}' failed: {why}") from exc
+                try:
+                    for name in component:
+                        spikes[name] = self._read(self.s_monitors[name], "s_out", name)
+                        v[name] = self._read(self.v_monitors[name], "v", name)
+                finally:
+                    anchor.stop()
+            except (KeyboardInterrupt, Interrupted):
+                _abort(anchor)
+                raise
             finally:
-                anchor.stop()
+                forget(abort)
         return spikes, v
 
     def _read(self, monitor: Monitor, what: str, name: str) -> np.ndarray:
@@ -278,6 +289,40 @@ class LavaNetwork:
         if not np.array_equal(exact, data):
             raise BackendError(f"lava backend: node '{name}': Monitor returned non-integer {what}")
         return from_lava(exact.astype(np.int64), lead=1)
+
+
+def _abort(anchor) -> None:
+    """Stop a runtime that a signal cut short: its actors wait on channels that will never
+    speak again, and ``stop()`` (or Python's exit, which joins child processes) would wait for
+    them forever. So the actors are terminated, the shared-memory server is shut down (it
+    unlinks the channels' segments) and whatever child is left is killed."""
+    import multiprocessing
+
+    runtime = getattr(anchor, "runtime", None)
+    infrastructure = getattr(runtime, "_messaging_infrastructure", None)
+    actors = list(getattr(infrastructure, "actors", []) or [])
+    for actor in actors:
+        try:
+            actor.terminate()
+        except Exception:  # noqa: BLE001 - best effort: the interrupt is what matters
+            pass
+    for actor in actors:
+        try:
+            multiprocessing.Process.join(actor, 1.0)  # SystemProcess.join has no timeout
+            if actor.is_alive():
+                actor.kill()
+        except Exception:  # noqa: BLE001
+            pass
+    smm = getattr(infrastructure, "_smm", None)
+    if smm is not None:
+        try:
+            smm.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+    if runtime is not None:
+        runtime._is_started = False
+        runtime._is_running = False
+    stop_children()
 
 
 def _failure(anchor, exc: Exception) -> str:
@@ -364,13 +409,14 @@ def _synapse(graph: Graph, name: str, net: LavaNetwork):
         (port.flatten() if len(lava_shape(graph.shape(src))) != 1 else port).connect(proc.s_in)
     else:
         (src,) = graph.inputs(name)
+        weight, groups = lava_groups(np.asarray(op.weight, dtype=np.int64), int(op.groups))
         proc = Conv(
-            weight=conv_kernel_to_lava(np.asarray(op.weight, dtype=np.int64)),
+            weight=conv_kernel_to_lava(weight),
             input_shape=lava_shape(graph.shape(src)),
             padding=_xy(op.padding),
             stride=_xy(op.stride),
             dilation=_xy(op.dilation),
-            groups=int(op.groups),
+            groups=groups,
             num_message_bits=0,
             name=name,
         )

@@ -33,6 +33,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (snncompile/i
 
 MAX_STEPS = 10_000  # time steps per sample
 MAX_SAMPLES = 10_000  # samples compared on Lava; calibration samples
+MAX_SWEEP = 32  # step counts in --sweep-steps
+MAX_INPUT_VALUES = 1 << 24  # --input-shape: values in one sample (64 MiB as float32)
 
 
 class UsageError(SnnCompileError):
@@ -107,6 +109,11 @@ def _shape(text: str) -> tuple[int, ...]:
         dims = ()
     if not dims or any(d <= 0 or d > 1 << 20 for d in dims):
         raise argparse.ArgumentTypeError(f"must be positive sizes separated by commas (e.g. 1,8,8), got '{text}'")
+    values = 1
+    for d in dims:
+        values *= d
+    if values > MAX_INPUT_VALUES:  # refused before anything is allocated
+        raise argparse.ArgumentTypeError(f"{text} is {values} values per sample, more than {MAX_INPUT_VALUES}")
     return dims
 
 
@@ -128,7 +135,10 @@ def _steps_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text}") from None
     if not values or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text}")
-    return tuple(sorted(set(values)))
+    values = tuple(sorted(set(values)))
+    if values[-1] > MAX_STEPS or len(values) > MAX_SWEEP:  # each T is a conversion and a test run
+        raise argparse.ArgumentTypeError(f"at most {MAX_SWEEP} step counts, each at most {MAX_STEPS}, got {text}")
+    return values
 
 
 MODEL_HELP = ("a model file, told by its content: torch.export.save (recommended), TorchScript, "

@@ -73,17 +73,66 @@ def digits(image: bool = True) -> Dataset:
 SPLIT_SEED = 0  # the permutation that splits a single .npz into calibration and evaluation
 
 
+MAX_DATA_BYTES = 1 << 30  # all arrays of one .npz, as their headers declare them
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a .npz file, never unpickling (object arrays are refused)."""
+    """The arrays of a .npz file, never unpickling (object arrays are refused), after checking
+    the sizes their headers declare against ``MAX_DATA_BYTES`` (a small file can inflate to
+    gigabytes: the headers are read first, no array is)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found; pass 'digits' or an existing .npz file")
+    declared = _declared_bytes(path)
+    if declared > MAX_DATA_BYTES:
+        raise DataError(f"{path}: its arrays declare {declared / 2**30:.1f} GiB, more than the "
+                        f"{MAX_DATA_BYTES >> 30} GiB snncompile reads from a data file; pass fewer samples")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except Exception as exc:  # numpy raises several types for corrupt or pickled content
         raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc}); save one with "
                         "np.savez(path, x=inputs, y=labels)") from None
+
+
+def npz_shape(path: str | Path, key: str) -> tuple[int, ...] | None:
+    """The shape the header of array ``key`` in the .npz at ``path`` declares (its data is not
+    read), or None when there is no such readable array."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return tuple(int(d) for d in read(member)[0])
+    except Exception:  # not a zip, no such member, a damaged header: the data loader says which
+        return None
+
+
+def _declared_bytes(path: Path) -> int:
+    """The bytes the .npy headers of the .npz at ``path`` declare; 0 when it is not a zip (np.load
+    then says what it is)."""
+    import zipfile
+
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _order, dtype = np.lib.format.read_array_header_1_0(member)
+                    else:
+                        shape, _order, dtype = np.lib.format.read_array_header_2_0(member)
+                total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+    except zipfile.BadZipFile:
+        return 0
+    except Exception as exc:  # a damaged header: numpy and zipfile raise several types
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc}); save one with "
+                        "np.savez(path, x=inputs, y=labels)") from None
+    return total
 
 
 def load_npz(path: str | Path) -> Dataset:
@@ -135,10 +184,17 @@ def _split(path: Path, arrays: dict, xk: str, yk: str) -> Split:
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise DataError(f"{path}: '{xk}' holds {int(bad.sum())} NaN/Inf value(s), the first at index {first}")
+    limit = float(np.finfo(np.float32).max)
+    if x.dtype.itemsize > 4 and np.abs(x).max() > limit:  # would become Inf as float32
+        first = tuple(int(i) for i in np.argwhere(np.abs(x) > limit)[0])
+        raise DataError(f"{path}: '{xk}' holds values beyond float32's range (±{limit:.3g}), the first at "
+                        f"index {first}")
     y = arrays.get(yk)
     if y is not None:
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{path}: '{yk}' has dtype {y.dtype}; labels must be integers")
+        if y.size and y.dtype.kind == "u" and int(y.max()) > np.iinfo(np.int64).max:
+            raise DataError(f"{path}: '{yk}' holds label {int(y.max())}, beyond any class index")
         if y.shape != (len(x),):
             raise DataError(f"{path}: '{yk}' has shape {y.shape}; labels must have shape ({len(x)},), one per sample")
     return Split(x.astype(np.float32), None if y is None else y.astype(np.int64))

@@ -46,6 +46,7 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 from snncompile.errors import ModelLoadError, Problem, UnsupportedModelError
 from snncompile.frontends.names import sanitize, unique
 from snncompile.frontends.lowering import Entry, Reject
+from snncompile.frontends.onnx_limits import check_limits
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
 
@@ -76,6 +77,7 @@ def load_model(path: str | Path) -> Graph:
         message = f"{path}: not a readable ONNX model ({reason}); {EXPORT_HINT}"
         raise ModelLoadError(message) from None
     _load_external_data(model, path)
+    check_limits(model, path)  # loops and sizes that would never end or fit: frontends/onnx_limits.py
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # ValidationError, or a C++ error for malformed protos

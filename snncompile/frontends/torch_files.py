@@ -32,7 +32,6 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -311,11 +310,10 @@ def _state_dict(obj) -> dict | None:
 
 
 def _npz_sample_shape(spec: str) -> tuple[int, ...] | None:
-    try:
-        with np.load(spec, allow_pickle=False) as f:
-            return tuple(int(d) for d in f["x"].shape[1:]) or None
-    except Exception:  # an unreadable data file is reported by the data loader itself
-        return None
+    from snncompile.data import npz_shape
+
+    shape = npz_shape(spec, "x")  # from the header: the data may be large, or a bomb
+    return shape[1:] or None if shape else None
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ class Options:
     nir_reset: str | None = None  # a NIR file's reset where it records none: zero | subtract
     nir_flavor: str = "nir"  # model.nir for: nir (sinabs, norse, SpikingJelly) | snntorch | rockpool | snncompile
     allow_silent: bool = False  # a spiking model silent or saturated on the calibration data: warn, not fail
+    maxpool: str = "error"  # MaxPool2d: error (refuse, naming --maxpool) | avg (AvgPool2d, same window)
 
 
 @dataclass
@@ -89,10 +90,19 @@ def load_model(path: str | Path, options: Options | None = None) -> Graph:
                                         nir_dt=options.nir_dt, nir_reset=options.nir_reset))
 
 
+def prepare(graph: Graph, options: Options) -> Graph:
+    """The ANN the compiler converts: every MaxPool2d replaced by an AvgPool2d of the same window
+    (``options.maxpool`` avg) or refused with an error naming the flag (passes.maxpool)."""
+    from snncompile.passes.maxpool import SubstituteMaxPool
+
+    return pipeline.run(graph, (SubstituteMaxPool(options.maxpool),))
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     if labels is None:
         return None
-    return float(np.mean(np.argmax(logits, axis=1) == labels))
+    # a readout of shape (C, 1, 1) (global pooling after the last conv) counts as C classes
+    return float(np.mean(np.argmax(np.asarray(logits).reshape(len(logits), -1), axis=1) == labels))
 
 
 def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
@@ -183,7 +193,7 @@ def fidelity_gate(report: Report, options: Options) -> dict | None:
 
 def inspect_model(model: str | Path | Graph, options: Options = Options()) -> Inspection:
     """Compile ``model`` to Loihi 2 fixed point and place it on cores; runs nothing, writes nothing."""
-    graph = model if isinstance(model, Graph) else load_model(model, options)
+    graph = prepare(model if isinstance(model, Graph) else load_model(model, options), options)
     ds = load_data(graph, options)
     calib = ds.train.x[: options.calib_samples]
     snn = to_snn(graph, calib, options)
@@ -207,7 +217,8 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     check_outdir(outdir, inputs=(model, options.data, options.calib_data))
     timings = {}
     t0 = time.perf_counter()
-    graph = model if isinstance(model, Graph) else load_model(model, options)
+    original = model if isinstance(model, Graph) else load_model(model, options)
+    graph = prepare(original, options)
     ds = load_data(graph, options)
     calib = ds.train.x[: options.calib_samples]
     timings["load_s"] = time.perf_counter() - t0
@@ -282,6 +293,12 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
                           "fixed-point ranges, bias/weight calibration) saw only the calibration data"},
     )
     report.data["fidelity_gate"] = fidelity_gate(report, options)
+    if graph is not original:  # --maxpool avg changed the ANN: its accuracy before and after
+        report.data["maxpool"] = {
+            **graph.metadata.get("maxpool", {}),
+            "ann_accuracy_before": accuracy(ann.forward(original, ds.test.x).numpy(), ds.test.y),
+            "ann_accuracy_after": report.data.get("ann_accuracy"),
+        }
     check_x = ds.test.x[: options.samples] if fixed_graph is not None else None
     files = _write_outputs(Path(outdir), snn, fixed_graph, report, options, check_x=check_x)
     return Compiled(graph, snn, fixed_graph, report, files, placement)

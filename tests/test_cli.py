@@ -66,7 +66,16 @@ def test_unsupported_ops_listed_in_one_line(tmp_path):
     path = tmp_path / "model.pt"
     torch.export.save(torch.export.export(model.eval(), (torch.zeros(1, 1, 8, 8),)), path)
     out = tmp_path / "out"
-    assert_one_line_error(snncompile(path, "-o", out), "max_pool2d", "sigmoid", "2 unsupported")
+    assert_one_line_error(snncompile(path, "-o", out), "sigmoid", "1 unsupported")
+    assert not out.exists()
+
+
+def test_maxpool_is_refused_naming_the_flag(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 10))
+    path = tmp_path / "model.pt"
+    torch.export.save(torch.export.export(model.eval(), (torch.zeros(1, 1, 8, 8),)), path)
+    out = tmp_path / "out"
+    assert_one_line_error(snncompile(path, "-o", out), "max_pool2d", "--maxpool avg")
     assert not out.exists()
 
 

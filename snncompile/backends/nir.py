@@ -58,6 +58,18 @@ SUM_READOUT = "sum the output over the steps"
 SNNTORCH_IF_TAU = 1e4  # dt/tau = 1e-8: snnTorch's beta = 1 − dt/tau rounds to 1 in float32
 
 
+def _ungrouped(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped kernel (out, in/groups, kH, kW) as its groups=1 equivalent (out, in, kH, kW)."""
+    if groups == 1:
+        return weight
+    out, in_g = weight.shape[:2]
+    out_g = out // groups
+    full = np.zeros((out, in_g * groups) + tuple(weight.shape[2:]), dtype=weight.dtype)
+    for g in range(groups):
+        full[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = weight[g * out_g:(g + 1) * out_g]
+    return full
+
+
 def _f64(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)  # float64: the round trip through NIR is exact
 
@@ -136,9 +148,12 @@ def _node(graph: Graph, name: str, dt: float, flavor: str) -> list[tuple[str, ni
         return nodes + [(name, nir.Affine(weight=_f64(weight), bias=_f64(bias)))]
     if isinstance(op, Conv2d):
         bias = np.zeros(op.weight.shape[0]) if op.bias is None else op.bias
+        # nir 1.0.8 types a Conv2d's input as weight.shape[1] channels whatever its groups, so a
+        # grouped conv is written with its kernel expanded to groups=1 (zeros between groups):
+        # the same map, which every importer reads
         return [(name, nir.Conv2d(
-            input_shape=tuple(in_shapes[0][1:]), weight=_f64(op.weight), stride=op.stride,
-            padding=op.padding, dilation=op.dilation, groups=op.groups, bias=_f64(bias),
+            input_shape=tuple(in_shapes[0][1:]), weight=_f64(_ungrouped(op.weight, op.groups)), stride=op.stride,
+            padding=op.padding, dilation=op.dilation, groups=1, bias=_f64(bias),
         ))]
     if isinstance(op, AvgPool2d):
         kind = nir.SumPool2d if isinstance(op, SumPool2d) else nir.AvgPool2d

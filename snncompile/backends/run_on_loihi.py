@@ -191,6 +191,24 @@ def conv_kernel_to_lava(weight):
     return np.ascontiguousarray(np.flip(weight, (-1, -2)).transpose(0, 3, 2, 1))
 
 
+def lava_groups(weight, groups, most=127):
+    """A grouped kernel (out, in/groups, kH, kW) with at most ``most`` groups (Lava's Conv holds
+    ``groups`` in int8): with more (a depthwise conv of 240 channels), neighbouring groups merge
+    into the largest divisor of ``groups`` that fits, their kernels block-diagonal inside the
+    merged group, zeros elsewhere: the same convolution, bit for bit."""
+    if groups <= most:
+        return weight, groups
+    fewer = max(d for d in range(1, most + 1) if groups % d == 0)
+    merge = groups // fewer
+    out, in_g = weight.shape[:2]
+    out_g = out // groups
+    merged = np.zeros((out, in_g * merge) + tuple(weight.shape[2:]), dtype=weight.dtype)
+    for g in range(groups):
+        j = g % merge  # the old group's place inside its merged group
+        merged[g * out_g:(g + 1) * out_g, j * in_g:(j + 1) * in_g] = weight[g * out_g:(g + 1) * out_g]
+    return merged, fewer
+
+
 def _xy(pair):
     return int(pair[1]), int(pair[0])
 
@@ -312,9 +330,10 @@ def _synapse(net, name, populations, synapses):
         port = populations[src].s_out
         (port.flatten() if len(net.shape(src)) != 1 else port).connect(proc.s_in)
     else:
+        weight, groups = lava_groups(weight, int(net.param(name, "groups")))
         proc = Conv(weight=conv_kernel_to_lava(weight), input_shape=lava_shape(net.shape(src)),
                     padding=_xy(net.param(name, "padding")), stride=_xy(net.param(name, "stride")),
-                    dilation=_xy(net.param(name, "dilation")), groups=int(net.param(name, "groups")),
+                    dilation=_xy(net.param(name, "dilation")), groups=groups,
                     num_message_bits=0, name=name)
         populations[src].s_out.connect(proc.s_in)
     synapses[name] = proc

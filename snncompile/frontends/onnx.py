@@ -699,10 +699,49 @@ def _relu(low: _Lowering, n: _Node) -> _Act:
 
 
 def _clip(low: _Lowering, n: _Node) -> _Act:
-    low_bound = _const(n.arg(1), "min", optional=True)
-    if low_bound is None or np.any(low_bound != 0) or n.arg(2) is not None:
-        raise Reject("only Clip(min=0) without max, which is Relu, is supported; use Relu")
-    return _relu(low, n)
+    """Clip(0) is Relu; Clip(0, a) with a constant a > 0 a clipped ReLU (ReLU6: a = 6). Opset < 11
+    carries min and max as attributes."""
+    low_bound = _const(n.arg(1), "min", optional=True) if n.arg(1) is not None else n.attrs.get("min")
+    high = _const(n.arg(2), "max", optional=True) if n.arg(2) is not None else n.attrs.get("max")
+    if low_bound is None or np.any(np.asarray(low_bound) != 0):
+        raise Reject("only Clip(min=0), Relu, or Clip(0, a), a clipped ReLU, is supported")
+    if high is not None and (np.size(high) != 1 or not float(np.asarray(high).reshape(-1)[0]) > 0):
+        raise Reject("Clip(0, a) needs one constant a > 0")
+    upper = None if high is None else float(np.asarray(high).reshape(-1)[0])
+    return low.emit(n, ir.ReLU(upper=upper), [_act(n.arg(0))])
+
+
+def _max_pool(low: _Lowering, n: _Node) -> _Act:
+    """MaxPool -> MaxPool2d (passes.maxpool refuses it or, with --maxpool avg, averages)."""
+    x = _act(n.arg(0))
+    _c, *hw = _image(x)
+    if len(n.proto.output) > 1 and n.proto.output[1]:
+        raise Reject("uses MaxPool's indices output")
+    kernel = _ints(n.attrs, "kernel_shape", [])
+    if len(kernel) != 2:
+        raise Reject(f"only 2-D pooling is supported (kernel_shape {kernel})")
+    stride = _ints(n.attrs, "strides", [1, 1])
+    dilation = _ints(n.attrs, "dilations", [1, 1])
+    begins, ends = _auto_pads(n.attrs, hw, kernel, stride, dilation)
+    if n.attrs.get("ceil_mode", 0):
+        axes = list(zip(hw, begins, ends, kernel, stride))
+        if [_window_count(*a, d) for a, d in zip(axes, dilation)] != [
+                _window_count(*a, d, ceil=True) for a, d in zip(axes, dilation)]:
+            raise Reject("ceil_mode=1 adds partial windows; use ceil_mode=0")
+    padding = _symmetric_padding(begins, ends, hw, kernel, stride, dilation)
+    op = ir.MaxPool2d(kernel=tuple(kernel), stride=tuple(stride), padding=padding, dilation=tuple(dilation))
+    return low.emit(n, op, [x])
+
+
+def _concat(low: _Lowering, n: _Node) -> _Act:
+    xs = [_act(a, "inputs") for a in n.args]
+    axis = int(n.attrs.get("axis", 1))
+    rank = len(xs[0].dims) + 1
+    if axis % rank != 1:
+        raise Reject(f"Concat along axis {axis}; only along channels (axis=1) is supported")
+    if len({x.key for x in xs}) != len(xs):
+        raise Reject("concatenates one activation twice; the IR takes each input once")
+    return low.emit(n, ir.Concat(), xs)
 
 
 def _batch_norm(low: _Lowering, n: _Node) -> _Act:
@@ -875,6 +914,8 @@ LOWERINGS: dict[str, Callable[[_Lowering, _Node], object]] = {
     "Sub": _sub,
     "Relu": _relu,
     "Clip": _clip,
+    "MaxPool": _max_pool,
+    "Concat": _concat,
     "BatchNormalization": _batch_norm,
     "AveragePool": _average_pool,
     "GlobalAveragePool": _global_average_pool,
@@ -897,7 +938,7 @@ NOT_FOLDED = frozenset({
 
 HINTS: dict[str, str] = {
     **dict.fromkeys(
-        ("MaxPool", "GlobalMaxPool", "MaxRoiPool", "MaxUnpool", "LpPool", "GlobalLpPool"),
+        ("GlobalMaxPool", "MaxRoiPool", "MaxUnpool", "LpPool", "GlobalLpPool"),
         "use AveragePool (nn.AvgPool2d) instead of max pooling",
     ),
     **dict.fromkeys(
@@ -927,10 +968,10 @@ HINTS: dict[str, str] = {
         "arithmetic on activations has no spiking mapping; only a residual add is supported",
     ),
     **dict.fromkeys(
-        ("Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Tile", "Expand",
+        ("Split", "Slice", "Gather", "GatherElements", "GatherND", "Tile", "Expand",
          "Transpose", "Unsqueeze", "Pad", "SpaceToDepth", "DepthToSpace"),
-        "reshaping, slicing and concatenating activations are not supported "
-        "(flattening and a convolution's own padding are)",
+        "reshaping and slicing activations are not supported "
+        "(flattening, channel Concat and a convolution's own padding are)",
     ),
     **dict.fromkeys(("Resize", "Upsample"), "resizing is not supported"),
     **dict.fromkeys(("LSTM", "GRU", "RNN"), "recurrent layers are not supported"),

@@ -9,6 +9,9 @@ The walk follows ``ep.graph_module.graph`` node by node; each aten op has one sm
     batch_norm, native_batch_norm,
       _native_batch_norm_legit[_no_training], eval only  -> BatchNorm (getitem 0 is its output)
     relu, relu_, clamp(min=0)                            -> ReLU
+    relu6, hardtanh(0, a), clamp(0, a)                   -> ReLU(upper=a) (a clipped ReLU)
+    max_pool2d                                           -> MaxPool2d (passes.maxpool decides)
+    cat along channels                                   -> Concat
     avg_pool2d; adaptive_avg_pool2d, mean over (H, W)    -> AvgPool2d (+ Flatten when H, W go)
     flatten, view, reshape, squeeze to (N, C*H*W)        -> Flatten; nothing when the shape stays
     add, add_ of two activations of equal shape          -> Add
@@ -571,10 +574,52 @@ def _relu(low, node, a):
 
 
 def _clamp(low, node, a):
-    low_bound = a.get("min")
-    if low_bound != 0 or a.get("max") is not None:
-        raise Reject("only clamp(min=0), which is ReLU, is supported")
-    return _relu(low, node, a)
+    low_bound, high = a.get("min"), a.get("max")
+    if low_bound != 0 or (high is not None and not (isinstance(high, (int, float)) and high > 0)):
+        raise Reject("only clamp(min=0) or clamp(0, a) with a constant a > 0 (a clipped ReLU) is supported")
+    return low.emit(node, ir.ReLU(upper=None if high is None else float(high)), [_act(a["self"])])
+
+
+def _hardtanh(low, node, a):
+    lo, hi = a.get("min_val", -1.0), a.get("max_val", 1.0)
+    if lo != 0 or not hi > 0:
+        raise Reject(f"Hardtanh({lo}, {hi}): only Hardtanh(0, a) with a > 0 (a clipped ReLU) is supported")
+    return low.emit(node, ir.ReLU(upper=float(hi)), [_act(a["self"])])
+
+
+def _relu6(low, node, a):
+    return low.emit(node, ir.ReLU(upper=6.0), [_act(a["self"])])
+
+
+def _max_pool2d(low, node, a):
+    x = _act(a["self"])
+    _channels, *hw = _static(x, 3)
+    kernel = _pair(a["kernel_size"])
+    stride = _pair(a["stride"]) if a["stride"] else kernel
+    padding, dilation = _pair(a["padding"]), _pair(a["dilation"])
+    floor_hw = ir.conv_output_hw(hw, kernel, stride, padding, dilation)
+    val = node.meta.get("val")
+    out_hw = tuple(_shape_of(val[0] if isinstance(val, (tuple, list)) else val)[2:])
+    if a.get("ceil_mode") and out_hw != tuple(floor_hw):
+        raise Reject("ceil_mode=True adds partial windows; use ceil_mode=False")
+    op = ir.MaxPool2d(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    if isinstance(val, (tuple, list)):  # max_pool2d_with_indices: (values, indices)
+        out = low.emit(node, op, [x], shape=_shape_of(val[0]))
+        return _Items((out, None))
+    return low.emit(node, op, [x])
+
+
+def _cat(low, node, a):
+    tensors = a["tensors"]
+    if not all(isinstance(t, _Act) for t in tensors):
+        raise Reject("concatenates a constant; only activations can be concatenated")
+    dim = int(a.get("dim", 0))
+    rank = len(tensors[0].shape)
+    if dim % rank != 1:
+        raise Reject(f"concatenation along dim {dim}; only along channels (dim=1) is supported")
+    if len({t.key for t in tensors}) != len(tensors):
+        raise Reject("concatenates one activation twice; the IR takes each input once")
+    return low.emit(node, ir.Concat(), list(tensors))
 
 
 def _avg_pool2d(low, node, a):
@@ -696,6 +741,13 @@ LOWERINGS: dict[str, Callable[[_Lowering, fx.Node, dict], object]] = {
     "relu_": _relu,
     "clamp": _clamp,
     "clamp_min": _clamp,
+    "hardtanh": _hardtanh,
+    "hardtanh_": _hardtanh,
+    "relu6": _relu6,
+    "max_pool2d": _max_pool2d,
+    "max_pool2d_with_indices": _max_pool2d,
+    "cat": _cat,
+    "concat": _cat,
     "avg_pool2d": _avg_pool2d,
     "adaptive_avg_pool2d": _adaptive_avg_pool2d,
     "_adaptive_avg_pool2d": _adaptive_avg_pool2d,
@@ -740,15 +792,14 @@ FOLDABLE = frozenset({
 
 HINTS: dict[str, str] = {
     **dict.fromkeys(
-        ("max_pool2d", "max_pool2d_with_indices", "max_pool1d", "max_pool3d",
-         "adaptive_max_pool2d", "adaptive_max_pool1d", "max_pool1d_with_indices"),
-        "replace MaxPool2d with AvgPool2d",
+        ("max_pool1d", "max_pool3d", "adaptive_max_pool2d", "adaptive_max_pool1d", "max_pool1d_with_indices"),
+        "use MaxPool2d (compiled with --maxpool avg) or AvgPool2d",
     ),
     **dict.fromkeys(
-        ("sigmoid", "tanh", "gelu", "silu", "elu", "selu", "celu", "leaky_relu", "hardtanh",
+        ("sigmoid", "tanh", "gelu", "silu", "elu", "selu", "celu", "leaky_relu",
          "hardswish", "hardsigmoid", "softplus", "mish", "prelu", "_prelu_kernel", "rrelu",
-         "log_sigmoid", "relu6"),
-        "use ReLU",
+         "log_sigmoid"),
+        "use ReLU (or a clipped ReLU: ReLU6, Hardtanh(0, a))",
     ),
     **dict.fromkeys(
         ("softmax", "_softmax", "log_softmax", "_log_softmax"),
@@ -767,9 +818,9 @@ HINTS: dict[str, str] = {
         "arithmetic on activations has no spiking mapping; only a residual add is supported",
     ),
     **dict.fromkeys(
-        ("cat", "concat", "stack", "split", "split_with_sizes", "chunk", "slice", "select",
+        ("stack", "split", "split_with_sizes", "chunk", "slice", "select",
          "index", "unbind", "narrow"),
-        "slicing and concatenating activations are not supported",
+        "slicing activations is not supported (channel concatenation is)",
     ),
     **dict.fromkeys(
         ("avg_pool1d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool3d"),

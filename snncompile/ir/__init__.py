@@ -9,6 +9,7 @@ from snncompile.ir.ops import (
     AvgPool2d,
     BatchNorm,
     BiasEncoder,
+    Concat,
     Conv2d,
     Dense,
     FixedConv2d,
@@ -17,6 +18,7 @@ from snncompile.ir.ops import (
     Input,
     Integrator,
     LoihiNeuron,
+    MaxPool2d,
     Op,
     OpKind,
     Output,
@@ -27,8 +29,8 @@ from snncompile.ir.ops import (
 from snncompile.ir.verify import Verifier, verify
 
 __all__ = [
-    "IF", "LIF", "SumPool2d", "Add", "AvgPool2d", "BatchNorm", "BiasEncoder", "Conv2d", "Dense", "FixedConv2d",
+    "IF", "LIF", "SumPool2d", "Add", "AvgPool2d", "BatchNorm", "BiasEncoder", "Concat", "Conv2d", "Dense", "FixedConv2d",
     "FixedDense", "Flatten", "Graph", "GraphBuilder", "Input", "IntFormat", "Integrator",
-    "LoihiNeuron", "MantExpFormat", "Op", "OpKind", "Output", "ReLU", "Reset", "Verifier",
+    "LoihiNeuron", "MantExpFormat", "MaxPool2d", "Op", "OpKind", "Output", "ReLU", "Reset", "Verifier",
     "chain", "verify",
 ]

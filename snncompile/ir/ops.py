@@ -57,8 +57,10 @@ class OpKind(str, enum.Enum):
     RELU = "ReLU"
     AVGPOOL2D = "AvgPool2d"
     SUMPOOL2D = "SumPool2d"
+    MAXPOOL2D = "MaxPool2d"
     FLATTEN = "Flatten"
     ADD = "Add"
+    CONCAT = "Concat"
     IF = "IF"
     LIF = "LIF"
     INTEGRATOR = "Integrator"
@@ -248,9 +250,20 @@ class BatchNorm(Op):
 
 @dataclass(frozen=True, eq=False)
 class ReLU(Op):
-    """y = max(x, 0)."""
+    """y = max(x, 0), or min(max(x, 0), upper) for a clipped ReLU (ReLU6, Hardtanh(0, a),
+    clamp(0, a)) when ``upper`` is set."""
 
     kind = OpKind.RELU
+    upper: float | None = None
+
+    def __post_init__(self):
+        if self.upper is not None:
+            object.__setattr__(self, "upper", float(self.upper))
+
+    def check(self):
+        if self.upper is not None and not (np.isfinite(self.upper) and self.upper > 0):
+            return [f"upper clip must be a positive number, got {self.upper}"]
+        return []
 
 
 @dataclass(frozen=True, eq=False)
@@ -284,6 +297,34 @@ class SumPool2d(AvgPool2d):
 
 
 @dataclass(frozen=True, eq=False)
+class MaxPool2d(Op):
+    """y[c, i, j] = max over the kernel window (padding never wins: torch's −inf padding).
+
+    Float ANN only: no spiking mapping exists on Loihi 2 here. ``passes.maxpool`` replaces it
+    (``--maxpool avg``: an AvgPool2d of the same window) or refuses the model, naming the flag.
+    """
+
+    kind = OpKind.MAXPOOL2D
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    def __post_init__(self):
+        for name in ("kernel", "stride", "padding", "dilation"):
+            object.__setattr__(self, name, _pair(getattr(self, name)))
+
+    def infer_shape(self, inputs):
+        (shape,) = inputs
+        if len(shape) != 3:
+            raise ShapeError(f"MaxPool2d expects (C, H, W), got {shape}")
+        h, w = conv_output_hw(shape[1:], self.kernel, self.stride, self.padding, self.dilation)
+        if h <= 0 or w <= 0:
+            raise ShapeError(f"MaxPool2d output would be empty for input {shape}")
+        return (shape[0], h, w)
+
+
+@dataclass(frozen=True, eq=False)
 class Flatten(Op):
     """y = x reshaped to one dimension, C-order (torch.flatten(x, 1) with the batch kept)."""
 
@@ -296,16 +337,35 @@ class Flatten(Op):
 
 @dataclass(frozen=True, eq=False)
 class Add(Op):
-    """y = x0 + x1 (residual add); both inputs have the same shape."""
+    """y = x0 + x1 + … (residual add, two or more inputs of one shape)."""
 
     kind = OpKind.ADD
-    arity = 2
+    arity = -1
 
     def infer_shape(self, inputs):
-        a, b = inputs
-        if a != b:
+        if len(inputs) < 2:
+            raise ShapeError(f"Add needs at least two inputs, got {len(inputs)}")
+        if len(set(inputs)) != 1:
+            a, b = sorted(set(inputs))[:2]
             raise ShapeError(f"Add needs equal shapes, got {a} and {b}")
-        return a
+        return inputs[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Op):
+    """y = the inputs stacked along the first (channel) axis, in input order; the other dims
+    must agree. On the chip it is wiring only: each consumer synapse reads its slice."""
+
+    kind = OpKind.CONCAT
+    arity = -1
+
+    def infer_shape(self, inputs):
+        if len(inputs) < 1:
+            raise ShapeError("Concat needs at least one input")
+        rest = {tuple(s[1:]) for s in inputs}
+        if any(len(s) == 0 for s in inputs) or len(rest) != 1:
+            raise ShapeError(f"Concat along channels needs equal other dims, got {inputs}")
+        return (sum(s[0] for s in inputs),) + inputs[0][1:]
 
 
 def _same_shapes(kind: str, inputs: list[Shape]) -> Shape:

@@ -91,12 +91,16 @@ class ConvertReLU:
     def __call__(self, graph: Graph) -> Graph:
         relus = graph.find(ReLU)
         last = {graph.inputs(out)[0] for out in graph.find(Output)}
-        acts = evaluate(graph, self.data, upto=set(relus) | last)
+        readout_synapses = {s for src in last for s in self._synapses_of(graph, src)}
+        acts = evaluate(graph, self.data, upto=set(relus) | last | readout_synapses)
         builder = graph.edit()
         problems = []
         scales: dict[str, float] = {}
         for relu in relus:
             lam = activation_scale(acts[relu].numpy(), self.percentile, self.mode, self.steps)
+            upper = graph.op(relu).upper
+            if upper is not None:
+                lam = min(lam, upper)  # a clipped ReLU: one spike per step is the clip
             scales[relu] = lam
             builder.replace(relu, IF(threshold=np.full(graph.shape(relu), lam), reset=self.reset))
             for synapse in self._downstream_synapses(graph, relu, problems):
@@ -105,24 +109,39 @@ class ConvertReLU:
         self._lower_adds(graph, builder, problems)
         for out in graph.find(Output):
             (src,) = graph.inputs(out)
-            if not isinstance(graph.op(src), (Dense, Conv2d)):
+            synapses = self._synapses_of(graph, src)
+            if not synapses:
                 problems.append(Problem(out, "Output", f"reads a {graph.op(src).kind.value}; the "
                                         "last layer must be Linear or Conv2d (no final ReLU)"))
                 continue
             readout = builder.unique_name(f"{src}_readout")
-            builder.add(readout, Integrator(), [src])
+            builder.add(readout, Integrator(), synapses)
             builder.set_inputs(out, [readout])
+            if isinstance(graph.op(src), Add):
+                builder.remove(src)  # the Integrator now reads the Add's synapses itself
         if problems:
             raise UnsupportedModelError("conversion", problems)
         # the readout's input range on the data sizes its fixed-point scale (passes.quantize)
-        peaks = {src: float(acts[src].abs().max()) for src in last}
+        peaks = {s: float(acts[s].abs().max()) for s in readout_synapses}
         builder.metadata = {**builder.metadata, "thresholds": scales, "readout_input_peaks": peaks}
         return builder.build()
 
+    @staticmethod
+    def _synapses_of(graph: Graph, node: str) -> list[str]:
+        """The synaptic ops whose sum ``node`` is (itself, or the inputs of an Add of them)."""
+        op = graph.op(node)
+        if isinstance(op, (Dense, Conv2d)):
+            return [node]
+        if isinstance(op, Add) and all(isinstance(graph.op(s), (Dense, Conv2d)) for s in graph.inputs(node)):
+            return list(graph.inputs(node))
+        return []
+
     def _lower_adds(self, graph: Graph, builder, problems: list) -> None:
-        """relu(add(a, b)) -> IF fed by the synapses of a and b (see the module docstring)."""
+        """relu(add(a, b, …)) -> IF fed by the synapses of a, b, … (see the module docstring)."""
         for add in graph.find(Add):
             users = graph.users(add)
+            if len(users) == 1 and isinstance(graph.op(users[0]), Output):
+                continue  # the readout's sum of synapses: the Integrator takes them
             if len(users) != 1 or not isinstance(graph.op(users[0]), ReLU):
                 problems.append(Problem(add, "Add", "a residual add must feed exactly one ReLU "
                                         "(post-activation block); it becomes a membrane-add"))

@@ -12,7 +12,7 @@ from snncompile.ir.ops import Reset
 from snncompile.ir.verify import Verifier
 from snncompile.passes.convert import ConvertReLU
 from snncompile.passes.fold_batchnorm import fold_batchnorm
-from snncompile.passes.fuse_linear import fuse_linear
+from snncompile.passes.linear_regions import LowerLinearRegions
 from snncompile.passes.residual import lower_residual
 from snncompile.passes.quantize import Quantize
 from snncompile.targets.loihi2 import LOIHI2
@@ -44,14 +44,14 @@ def run(graph: Graph, passes: Sequence[Pass], verifier: Verifier | None = None) 
 def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SUBTRACT, mode: str = "max",
             steps: int = 32) -> tuple[Pass, ...]:
     """Float ANN -> float SNN (threshold ``mode``: max | percentile | mse for ``steps`` steps)."""
-    return (fold_batchnorm, ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps),
-            fuse_linear)
+    return (fold_batchnorm, LowerLinearRegions(),
+            ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps))
 
 
 def spiking() -> tuple[Pass, ...]:
     """A float SNN (neurons already there, e.g. directly trained) -> float SNN ready to quantize:
-    residual sums become synapses (passes.residual), linear chains fuse."""
-    return (lower_residual, fuse_linear)
+    residual sums become synapses (passes.residual), pooling and Flatten fold into them."""
+    return (lower_residual, LowerLinearRegions(relays=False))
 
 
 def loihi2(data: np.ndarray, steps: int, percentile: float = 100.0) -> tuple[Pass, ...]:

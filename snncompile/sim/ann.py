@@ -18,10 +18,12 @@ from snncompile.ir.ops import (
     AvgPool2d,
     BatchNorm,
     BiasEncoder,
+    Concat,
     Conv2d,
     Dense,
     Flatten,
     Input,
+    MaxPool2d,
     Op,
     Output,
     ReLU,
@@ -55,13 +57,22 @@ def _sumpool(op: SumPool2d, x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True, divisor_override=1)
 
 
+def _maxpool(op: MaxPool2d, x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, op.kernel, op.stride, op.padding, op.dilation)
+
+
+def _relu(op: ReLU, x: torch.Tensor) -> torch.Tensor:
+    return torch.relu(x) if op.upper is None else torch.clamp(x, 0.0, op.upper)
+
+
 UNARY: dict[type, Callable[[Op, torch.Tensor], torch.Tensor]] = {
     Dense: _dense,
     Conv2d: _conv,
     BatchNorm: _batchnorm,
-    ReLU: lambda op, x: torch.relu(x),
+    ReLU: _relu,
     AvgPool2d: _avgpool,
     SumPool2d: _sumpool,
+    MaxPool2d: _maxpool,
     Flatten: lambda op, x: x.reshape(x.shape[0], -1),
     Output: lambda op, x: x,
 }
@@ -91,7 +102,9 @@ def evaluate(graph: Graph, x, *, dtype=torch.float64, device="cpu", upto: set[st
             continue
         args = [values[i] for i in graph.inputs(name)]
         if isinstance(op, Add):
-            values[name] = args[0] + args[1]
+            values[name] = torch.stack(args).sum(0)
+        elif isinstance(op, Concat):
+            values[name] = torch.cat(args, dim=1)
         elif type(op) in UNARY:
             values[name] = UNARY[type(op)](op, args[0])
         else:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
-from snncompile.ir.ops import IF, LIF, Add, Conv2d, Dense, Integrator, Reset
+from snncompile.ir.ops import IF, LIF, Add, Concat, Conv2d, Dense, Integrator, Reset
 from snncompile.sim.ann import UNARY, evaluate
 
 
@@ -93,7 +93,9 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
                     rec_s[name].append(spikes.to(torch.int8).cpu())
                     rec_v[name].append(st["v"].cpu())
             elif isinstance(op, Add):
-                values[name] = args[0] + args[1]
+                values[name] = torch.stack(args).sum(0)
+            elif isinstance(op, Concat):
+                values[name] = torch.cat(args, dim=1)
             elif type(op) in UNARY:
                 out = UNARY[type(op)](op, args[0])
                 if name in queues and delay > 0:

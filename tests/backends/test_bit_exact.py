@@ -10,7 +10,7 @@ from snncompile.ir import FixedConv2d, LoihiNeuron, Reset
 from snncompile.passes import pipeline
 from snncompile.passes.convert import ConvertReLU
 from snncompile.passes.fold_batchnorm import fold_batchnorm
-from snncompile.passes.fuse_linear import fuse_linear
+from snncompile.passes.linear_regions import LowerLinearRegions
 from snncompile.passes.quantize import Quantize
 from snncompile.sim.ann import encode_inputs
 from snncompile.sim.trace import compare
@@ -68,7 +68,7 @@ def test_residual_membrane_add(digits_image):
 
 def test_cnn_with_zero_reset_uses_lavas_lif(digits_image):
     data = digits_image.train.x[:64]
-    passes = (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO), fuse_linear,
+    passes = (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO), LowerLinearRegions(relays=False),
               Quantize(data=data, steps=40))
     fixed = pipeline.run(make_cnn(seed=7), passes)
     assert_bit_exact(fixed, digits_image.test.x[:2], 40)

@@ -17,7 +17,7 @@ from snncompile.ir import FixedConv2d, Reset
 from snncompile.passes import pipeline
 from snncompile.passes.convert import ConvertReLU
 from snncompile.passes.fold_batchnorm import fold_batchnorm
-from snncompile.passes.fuse_linear import fuse_linear
+from snncompile.passes.linear_regions import LowerLinearRegions
 from snncompile.passes.quantize import Quantize
 from snncompile.sim.ann import encode_inputs
 from tests.builders import make_cnn, make_deep_cnn, make_resnet
@@ -42,7 +42,7 @@ def deep_cnn(digits_image):
 
 def fixed_graphs(digits_image):
     data = digits_image.train.x[:64]
-    zero = (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO), fuse_linear, Quantize(data=data, steps=40))
+    zero = (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO), LowerLinearRegions(relays=False), Quantize(data=data, steps=40))
     return {
         "resnet": pipeline.run(make_resnet(seed=3), pipeline.loihi2(data, STEPS)),
         "cnn_zero_reset": pipeline.run(make_cnn(seed=7), zero),

@@ -32,7 +32,7 @@ from snncompile.ir import (
 )
 from snncompile.passes import pipeline
 from snncompile.passes.convert import ConvertReLU
-from snncompile.passes.fuse_linear import fuse_linear
+from snncompile.passes.linear_regions import LowerLinearRegions
 from snncompile.passes.quantize import Quantize
 from snncompile.sim.ann import encode_inputs
 from snncompile.targets.loihi2 import LOIHI2
@@ -132,7 +132,7 @@ def with_bias(graph, node, per_neuron):
 
 
 def zero_reset(graph, data, steps):
-    passes = (ConvertReLU(data=data, reset=Reset.ZERO), fuse_linear, Quantize(data=data, steps=steps))
+    passes = (ConvertReLU(data=data, reset=Reset.ZERO), LowerLinearRegions(relays=False), Quantize(data=data, steps=steps))
     return pipeline.run(graph, passes)
 
 

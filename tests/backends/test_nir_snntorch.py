@@ -12,7 +12,7 @@ from snncompile.ir import Reset
 from snncompile.passes import pipeline
 from snncompile.passes.convert import ConvertReLU
 from snncompile.passes.fold_batchnorm import fold_batchnorm
-from snncompile.passes.fuse_linear import fuse_linear
+from snncompile.passes.linear_regions import LowerLinearRegions
 from snncompile.sim import snn as float_snn
 
 snntorch_import = pytest.importorskip("snntorch.import_nir")
@@ -21,7 +21,7 @@ snntorch_import = pytest.importorskip("snntorch.import_nir")
 def test_snntorch_runs_our_converted_mlp(digits_flat, tmp_path):
     graph = load_model("examples/digits_mlp.pt2")
     data = digits_flat.train.x[:256]
-    snn_graph = pipeline.run(graph, (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO), fuse_linear))
+    snn_graph = pipeline.run(graph, (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO), LowerLinearRegions(relays=False)))
     path = nir_backend.write(snn_graph, tmp_path / "model.nir", flavor="snntorch")
     net = snntorch_import.import_from_nir(nir.read(path))
     x = digits_flat.test.x[:100]

@@ -83,7 +83,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found; pass 'digits' or an existing .npz file")
-    declared = _declared_bytes(path)
+    declared = declared_npz_bytes(path)
     if declared > MAX_DATA_BYTES:
         raise DataError(f"{path}: its arrays declare {declared / 2**30:.1f} GiB, more than the "
                         f"{MAX_DATA_BYTES >> 30} GiB snncompile reads from a data file; pass fewer samples")
@@ -109,7 +109,7 @@ def npz_shape(path: str | Path, key: str) -> tuple[int, ...] | None:
         return None
 
 
-def _declared_bytes(path: Path) -> int:
+def declared_npz_bytes(path: Path) -> int:
     """The bytes the .npy headers of the .npz at ``path`` declare; 0 when it is not a zip (np.load
     then says what it is)."""
     import zipfile

@@ -155,7 +155,11 @@ def verify(outdir: str | Path, against: str | Path | None = None, tolerance: flo
 
     if not 0 <= tolerance <= 1:
         raise VerifyError(f"--tolerance is a fraction of the compared values, 0 to 1; got {tolerance}")
-    full = bundles.load(outdir)
+    try:
+        full = bundles.load(outdir)
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:  # a hand-edited bundle
+        raise VerifyError(f"{outdir}: a malformed run bundle ({type(exc).__name__}: {exc}); compile the "
+                          "model again") from None
     if samples is not None and not 1 <= samples <= len(full.sample_ids):
         raise VerifyError(f"--samples must be between 1 and {len(full.sample_ids)} (the bundled samples)")
     graph = full.graph
@@ -246,7 +250,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="largest fraction of differing values that still exits 0 (default 0: identical)")
     p.add_argument("--samples", type=int, default=None, help="compare only the first N samples")
-    p.add_argument("--device", default=None, help="reference simulator device: cpu or cuda")
+    from snncompile.cli import _device
+
+    p.add_argument("--device", type=_device, default=None, help="reference simulator device: cpu or cuda")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 

@@ -195,6 +195,16 @@ def read_npz(outdir: Path) -> dict[str, np.ndarray]:
     path = Path(outdir) / NPZ_NAME
     if not path.is_file():
         raise BundleError(f"{path}: run bundle arrays not found; compile the model again")
+    from snncompile.data import MAX_DATA_BYTES, declared_npz_bytes
+    from snncompile.errors import DataError
+
+    try:
+        declared = declared_npz_bytes(path)  # from the .npy headers: a small file can inflate to GBs
+    except DataError as exc:
+        raise BundleError(str(exc)) from None
+    if declared > MAX_DATA_BYTES:
+        raise BundleError(f"{path}: its arrays declare {declared} bytes, more than {MAX_DATA_BYTES}; "
+                          "compile the model again")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}

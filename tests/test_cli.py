@@ -75,7 +75,7 @@ def test_maxpool_is_refused_naming_the_flag(tmp_path):
     path = tmp_path / "model.pt"
     torch.export.save(torch.export.export(model.eval(), (torch.zeros(1, 1, 8, 8),)), path)
     out = tmp_path / "out"
-    assert_one_line_error(snncompile(path, "-o", out), "max_pool2d", "--maxpool avg")
+    assert_one_line_error(snncompile(path, "-o", out), "MaxPool2d", "--maxpool avg")
     assert not out.exists()
 
 

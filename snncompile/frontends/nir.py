@@ -385,16 +385,15 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, source: str = "nir",
         if isinstance(node, nir.Input):
             op = ir.Input(shape=_input_shape(graph, nir_name, node))
         name = builder.unique_name(sanitize(nir_name))
-        names[nir_name] = name
         inputs = [names[p] for p in preds[nir_name] if p in names]
         if len(inputs) != len(preds[nir_name]):
-            continue  # an input was unsupported: already reported
+            continue  # an input was unsupported (already reported): so is everything after it
         if node is None and not _flatten_fits(graph, nir_name, builder, inputs):
             low.problems.append(Problem(nir_name, "None", "an empty node (norse's to_nir writes None for "
                                         "AvgPool2d and Flatten): only a Flatten in front of an Affine can be "
                                         "told; replace the pooling by a strided Conv2d before exporting"))
-            names.pop(nir_name)
             continue
+        names[nir_name] = name
         if isinstance(op, ir.Flatten) and _meta(node).get("implicit"):
             names[nir_name] = inputs[0]  # written by our backend in front of an Affine: Dense reads any shape
             continue

@@ -80,3 +80,44 @@ def assert_counts_match(theirs: np.ndarray, ours: np.ndarray, min_rate: float = 
     assert np.array_equal(theirs, ours), (
         f"{int((theirs != ours).sum())} of {theirs.size} counts differ; "
         f"theirs {theirs.sum()}, ours {ours.sum()}")
+
+
+def trained_cnn(pool: str = "avg"):
+    """The bundled digits CNN (examples/digits_cnn.pt2: conv 1->16, conv 16->32 stride 2, 2x2
+    pool, linear 128->10), BatchNorm folded, as torch modules scaled for IF neurons with
+    threshold 1 (data-based normalisation: each layer divided by its 99.9th-percentile ReLU
+    activation on 256 training samples). A trained network keeps clear argmax margins, which a
+    fixed-point comparison needs. ``pool="sum"`` scales the linear layer for a SumPool2d."""
+    from snncompile import data as datasets
+    from snncompile.api import load_model
+    from snncompile.ir import Conv2d, Dense
+    from snncompile.passes import pipeline
+    from snncompile.passes.fold_batchnorm import fold_batchnorm
+
+    g = pipeline.run(load_model("examples/digits_cnn.pt2"), (fold_batchnorm,))
+    (k1, k2), (d,) = [g.op(n) for n in g.find(Conv2d)], [g.op(n) for n in g.find(Dense)]
+    c1, c2, fc = torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.Linear(128, 10)
+    x = torch.tensor(datasets.load("digits", (1, 8, 8)).train.x[:256], dtype=torch.float32)
+    with torch.no_grad():
+        for m, op in ((c1, k1), (c2, k2), (fc, d)):
+            m.weight.copy_(torch.tensor(op.weight))
+            m.bias.copy_(torch.tensor(op.bias))
+        a1 = torch.relu(c1(x))
+        a2 = torch.relu(c2(a1))
+        a3 = torch.relu(fc(torch.nn.functional.avg_pool2d(a2, 2).flatten(1)))
+        lam = [float(torch.quantile(a.flatten(), 0.999)) for a in (a1, a2, a3)]
+        for m, lin, lout in ((c1, 1.0, lam[0]), (c2, lam[0], lam[1]), (fc, lam[1], lam[2])):
+            m.weight.mul_(lin / lout)
+            m.bias.div_(lout)
+        if pool == "sum":
+            fc.weight.div_(4)
+    return c1, c2, fc
+
+
+def agreement(theirs: np.ndarray, ours: np.ndarray) -> float:
+    """Share of samples whose class (argmax of ours) is one of the tool's top classes: a tie
+    among the tool's integer counts has no single argmax."""
+    theirs = np.asarray(theirs).reshape(len(theirs), -1)
+    ours = np.asarray(ours).reshape(len(ours), -1)
+    top = theirs == theirs.max(1, keepdims=True)
+    return float(np.mean(top[np.arange(len(ours)), ours.argmax(1)]))

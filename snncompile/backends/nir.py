@@ -3,7 +3,12 @@
 Mapping (NIR is continuous-time; we write the discrete graph we simulate, with step dt; the
 inverse rules are in ``snncompile.frontends.nir``):
   Input/Output -> Input/Output;  Dense -> Affine (after a Flatten marked ``implicit`` when it
-  reads an image);  Conv2d -> Conv2d;  AvgPool2d/SumPool2d -> AvgPool2d/SumPool2d;
+  reads an image);  Conv2d -> Conv2d;  AvgPool2d/SumPool2d -> in the ``nir`` and ``snntorch``
+  flavours a Conv2d with a per-channel kernel of 1/k² (1 for a sum), stride and padding of the
+  pool (exact: torch's AvgPool2d counts zero padding); in ``snncompile`` AvgPool2d/SumPool2d.
+  No pool node is portable: sinabs' and norse's importers read SumPool2d only, snnTorch's and
+  SpikingJelly's AvgPool2d only, and every one reads Conv2d; the kernel is written
+  dense (C, C, kh, kw) with zeros off the diagonal, as grouped convs are (see below);
   Flatten -> Flatten (start_dim 0: NIR types have no batch dimension);
   IF -> IF with r = 1/dt, v_threshold = θ, v_reset = 0;
   LIF (alpha = 0) -> LIF with tau = dt/(1 − beta), r = tau/dt;  LIF (alpha > 0) -> CubaLIF with
@@ -68,6 +73,18 @@ def _ungrouped(weight: np.ndarray, groups: int) -> np.ndarray:
     for g in range(groups):
         full[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = weight[g * out_g:(g + 1) * out_g]
     return full
+
+
+def _pool_as_conv(op: AvgPool2d, in_shape) -> nir.Conv2d:
+    """A k×k pool as the Conv2d every importer reads: a per-channel kernel of 1/(kh·kw) (AvgPool2d,
+    zero padding counted, torch's default) or 1 (SumPool2d), written with groups=1 (see Conv2d)."""
+    c = int(in_shape[0])
+    kh, kw = op.kernel
+    value = 1.0 if isinstance(op, SumPool2d) else 1.0 / (kh * kw)
+    weight = np.zeros((c, c, kh, kw))
+    weight[np.arange(c), np.arange(c)] = value
+    return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=weight, stride=op.stride, padding=op.padding,
+                      dilation=(1, 1), groups=1, bias=np.zeros(c))
 
 
 def _f64(a) -> np.ndarray:
@@ -156,6 +173,8 @@ def _node(graph: Graph, name: str, dt: float, flavor: str) -> list[tuple[str, ni
             padding=op.padding, dilation=op.dilation, groups=1, bias=_f64(bias),
         ))]
     if isinstance(op, AvgPool2d):
+        if flavor in ("nir", "snntorch"):
+            return [(name, _pool_as_conv(op, in_shapes[0]))]
         kind = nir.SumPool2d if isinstance(op, SumPool2d) else nir.AvgPool2d
         return [(name, kind(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
                             padding=np.array(op.padding)))]

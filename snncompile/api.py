@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from snncompile import data as datasets
+from snncompile import progress
 from snncompile.errors import SnnCompileError
 from snncompile.ir.ops import Reset
 from snncompile.ir.graph import Graph
@@ -114,16 +115,20 @@ def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
     return pipeline.run(graph, passes)
 
 
-def _fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | None = None) -> tuple[Graph, Placement]:
+def _fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | None = None,
+                 timings: dict | None = None) -> tuple[Graph, Placement]:
     """Quantize the float SNN for Loihi 2 (and calibrate it against ``ann`` when asked), then
-    place it on ``options.chips`` chips (raises ResourceError when it does not fit)."""
+    place it on ``options.chips`` chips (raises ResourceError when it does not fit); each phase's
+    seconds go to ``timings``."""
+    phase = progress.phases(options.progress, timings)
     if options.chips < 1:
         raise SnnCompileError(f"chips must be at least 1, got {options.chips}")
     if options.calibrate not in CALIBRATIONS:
         raise SnnCompileError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, not '{options.calibrate}'")
     bias_exp = 6 if options.target == "netx" else None
-    fixed_graph = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
-                                                       bias_exp=bias_exp),))
+    with phase("quantize"):
+        fixed_graph = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
+                                                           bias_exp=bias_exp),))
     t0 = time.perf_counter()
     calibration = None
     if options.calibrate == "light" and ann is not None:
@@ -135,7 +140,8 @@ def _fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | N
                                           potential_init=options.target != "netx",
                                           iterations=options.calib_iterations, progress=options.progress)
     if calibration is not None:
-        fixed_graph = pipeline.run(fixed_graph, (calibration,))
+        with phase("calibrate"):
+            fixed_graph = pipeline.run(fixed_graph, (calibration,))
     builder = fixed_graph.edit()
     builder.metadata = {**builder.metadata, "calibration": {
         "mode": options.calibrate if calibration is not None else "none",
@@ -144,7 +150,8 @@ def _fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | N
         "in_fixed_point": True,
     }}
     fixed_graph = builder.build()
-    return fixed_graph, Partition(target=LOIHI2, chips=options.chips)(fixed_graph)
+    with phase("place"):
+        return fixed_graph, Partition(target=LOIHI2, chips=options.chips)(fixed_graph)
 
 
 CALIBRATIONS = ("none", "light", "advanced")
@@ -216,69 +223,66 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         raise SnnCompileError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
     check_outdir(outdir, inputs=(model, options.data, options.calib_data))
     timings = {}
-    t0 = time.perf_counter()
-    original = model if isinstance(model, Graph) else load_model(model, options)
-    graph = prepare(original, options)
-    ds = load_data(graph, options)
-    calib = ds.train.x[: options.calib_samples]
-    timings["load_s"] = time.perf_counter() - t0
+    phase = progress.phases(options.progress, timings)  # start, progress, seconds (snncompile.progress)
+    with phase("load"):
+        original = model if isinstance(model, Graph) else load_model(model, options)
+        graph = prepare(original, options)
+        ds = load_data(graph, options)
+        calib = ds.train.x[: options.calib_samples]
 
-    t0 = time.perf_counter()
-    snn = to_snn(graph, calib, options)
-    is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
-    if not is_ann:  # a spiking model (NIR, trained SNN) read with the wrong dt is silent: refuse it
-        from snncompile.sim import activity
+    with phase("convert"):
+        snn = to_snn(graph, calib, options)
+        is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
+        if not is_ann:  # a spiking model (NIR, trained SNN) read with the wrong dt is silent: refuse it
+            from snncompile.sim import activity
 
-        activity.check(snn, calib, options.steps, allow=options.allow_silent)
+            activity.check(snn, calib, options.steps, allow=options.allow_silent)
     fixed_graph, placement = None, None
     if options.target != "nir":
-        fixed_graph, placement = _fixed_point(snn, calib, options, graph)
-    timings["compile_s"] = time.perf_counter() - t0
+        fixed_graph, placement = _fixed_point(snn, calib, options, graph, timings)
 
-    t0 = time.perf_counter()
-    ann_logits = ann.forward(graph, ds.test.x).numpy() if is_ann else None
-    float_run = float_snn.simulate(snn, ds.test.x, options.steps, delay=1, progress=options.progress)
+    with phase("ANN"):
+        ann_logits = ann.forward(graph, ds.test.x).numpy() if is_ann else None
+    with phase("float SNN"):
+        float_run = float_snn.simulate(snn, ds.test.x, options.steps, delay=1, progress=options.progress)
     float_logits = next(iter(float_run.outputs.values()))
-    timings["float_snn_s"] = time.perf_counter() - t0
 
     snn_logits, stats, comparison = None, {}, None
     if fixed_graph is not None:
         from snncompile.backends import reference
 
-        t0 = time.perf_counter()
-        snn_logits, stats = reference.predict(
-            fixed_graph, ds.test.x, options.steps, device=options.device, progress=options.progress
-        )
-        timings["reference_s"] = time.perf_counter() - t0
+        with phase("reference"):
+            snn_logits, stats = reference.predict(
+                fixed_graph, ds.test.x, options.steps, device=options.device, progress=options.progress
+            )
         if options.strict:
             _check_overflows(fixed_graph, stats)  # before Lava runs: fail fast
 
-        t0 = time.perf_counter()
-        check = ds.test.x[: options.samples]
-        encoded = encode_inputs(fixed_graph, check)
-        ref_trace = reference.run(fixed_graph, check, options.steps, device=options.device).trace
-        from snncompile.backends.lava import run_lava
+        with phase("Lava"):
+            check = ds.test.x[: options.samples]
+            encoded = encode_inputs(fixed_graph, check)
+            ref_trace = reference.run(fixed_graph, check, options.steps, device=options.device).trace
+            from snncompile.backends.lava import run_lava
 
-        lava_trace = run_lava(fixed_graph, check, options.steps, encoded=encoded, progress=options.progress)
-        comparison = compare(ref_trace, lava_trace)
-        timings["lava_s"] = time.perf_counter() - t0
+            lava_trace = run_lava(fixed_graph, check, options.steps, encoded=encoded, progress=options.progress)
+            comparison = compare(ref_trace, lava_trace)
 
     activations, weight_errors, sweep = {}, {}, None
     if fixed_graph is not None:
         from snncompile import diagnostics
 
-        t0 = time.perf_counter()
-        weight_errors = diagnostics.weight_error(snn, fixed_graph)
-        if is_ann and options.activation_samples:
-            activations = diagnostics.activation_comparison(
-                graph, fixed_graph, ds.test.x[: options.activation_samples], options.steps, device=options.device)
-        timings["diagnostics_s"] = time.perf_counter() - t0
+        with phase("diagnostics"):
+            weight_errors = diagnostics.weight_error(snn, fixed_graph)
+            if is_ann and options.activation_samples:
+                activations = diagnostics.activation_comparison(
+                    graph, fixed_graph, ds.test.x[: options.activation_samples], options.steps,
+                    device=options.device)
     if options.sweep_steps:
         from snncompile import diagnostics
 
-        t0 = time.perf_counter()
-        sweep = diagnostics.sweep_steps(graph, ds, calib, options, options.sweep_steps, progress=options.progress)
-        timings["sweep_s"] = time.perf_counter() - t0
+        with phase("sweep"):
+            sweep = diagnostics.sweep_steps(graph, ds, calib, options, options.sweep_steps,
+                                            progress=options.progress)
 
     report = build_report(
         options=options, float_graph=graph, snn_graph=snn, fixed_graph=fixed_graph,
@@ -300,7 +304,9 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
             "ann_accuracy_after": report.data.get("ann_accuracy"),
         }
     check_x = ds.test.x[: options.samples] if fixed_graph is not None else None
-    files = _write_outputs(Path(outdir), snn, fixed_graph, report, options, check_x=check_x)
+    with phase("write"):
+        files = _write_outputs(Path(outdir), snn, fixed_graph, report, options, check_x=check_x)
+    report.data["timings_s"]["write_s"] = round(timings["write_s"], 3)  # for the summary; not in report.json
     return Compiled(graph, snn, fixed_graph, report, files, placement)
 
 

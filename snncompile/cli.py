@@ -211,7 +211,8 @@ def parser() -> argparse.ArgumentParser:
                    "accuracy against T, e.g. 4,8,16,32")
     p.add_argument("--device", type=_device, default=None,
                    help="reference simulator device: cpu or cuda (default: cuda if present)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (bars on a terminal, timestamped lines otherwise)")
     p.add_argument("--min-accuracy-ratio", type=_ratio, default=None, metavar="R",
                    help="fidelity gate: exit 3 when SNN accuracy / ANN accuracy (float SNN for a "
                    "spiking model) is below R, e.g. 0.98")
@@ -226,8 +227,21 @@ def parser() -> argparse.ArgumentParser:
                    help="fail (exit 4) when any weight, bias, threshold or state value is clipped or wrapped")
     p.add_argument("--json", action="store_true",
                    help="print report.json (or the error) on stdout as one JSON document, nothing else")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no progress either)")
+    p.add_argument("--version", action="version", version=f"snncompile {version()}")
     return p
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("snncompile")
+    except metadata.PackageNotFoundError:
+        from snncompile import __version__
+
+        return __version__
 
 
 def inspect_parser() -> argparse.ArgumentParser:
@@ -335,7 +349,7 @@ def _main(argv: list[str] | None = None) -> int:
         calib_samples=args.calib_samples, percentile=args.percentile, threshold=args.threshold,
         sweep_steps=args.sweep_steps,
         calibrate=args.calibrate, device=args.device,
-        progress=not (args.no_progress or args.quiet) and sys.stderr.isatty(), chips=args.chips,
+        progress=not (args.no_progress or args.quiet), chips=args.chips,
         arch=args.arch, trust_pickle=args.trust_pickle, input_shape=args.input_shape, strict=args.strict,
         nir_dt=args.nir_dt, nir_reset=args.nir_reset, nir_flavor=args.nir_flavor, allow_silent=args.allow_silent,
         maxpool=args.maxpool,

@@ -101,11 +101,12 @@ def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, pro
     """For each T: convert and quantize at T, then the float SNN's and the reference simulator's
     test accuracy. ``options`` is api.Options; the test split is ``ds.test``."""
     from snncompile import api
+    from snncompile import progress as report_progress
     from snncompile.backends import reference
     from snncompile.sim import snn as float_snn
 
     rows = []
-    for steps in steps_list:
+    for steps in report_progress.track(steps_list, "sweep", progress, unit="step counts", note="T={}".format):
         opts = dataclasses.replace(options, steps=int(steps), progress=False)
         snn = api.to_snn(graph, calib, opts)
         float_run = float_snn.simulate(snn, ds.test.x, opts.steps, delay=1)

@@ -28,13 +28,18 @@ class Report:
         d = self.data
         be = d["bit_exact"]
         ratio = d["fidelity"]["snn_over_ann"]
+        mode = (d.get("calibration") or {}).get("mode", "none")
+        calibrated = mode != "none"
         lines = [
             f"target: {d['target']}   steps: {d['steps']}   test samples: {d['test_samples']}",
-            f"ANN accuracy: {_pct(d['ann_accuracy'])}",
-            f"float SNN accuracy: {_pct(d['float_snn_accuracy'])}",
+            f"ANN accuracy: {_pct(d['ann_accuracy'])} "
+            + ("(float ANN)" if d["ann_accuracy"] is not None else "(no ANN: the model is already spiking)"),
+            f"float SNN accuracy: {_pct(d['float_snn_accuracy'])} (float SNN, not quantized"
+            + (", before calibration)" if calibrated else ")"),
         ]
         if d["snn_accuracy"] is not None:
-            lines.append(f"SNN accuracy: {_pct(d['snn_accuracy'])} (Loihi 2 fixed point, reference simulator)"
+            lines.append(f"SNN accuracy: {_pct(d['snn_accuracy'])} (Loihi 2 fixed point"
+                         + (f" after {mode} calibration" if calibrated else "") + ", reference simulator)"
                          + ("" if ratio is None else f"   SNN/ANN: {ratio:.3f}"))
         if be is not None:
             lines.append(f"Lava fixed_pt vs reference: {be['samples']} samples x {be['layers']} layers x "
@@ -44,7 +49,53 @@ class Report:
         res = d.get("resources")
         if res is not None:
             lines.append(_placement_line(res))
+        lines += [f"flag: {flag['message']}" for flag in d.get("flags", [])]
+        if d.get("timings_s"):
+            lines.append(times_line(d["timings_s"]))
         return "\n".join(lines)
+
+
+CHANCE_MARGIN = 0.05  # an accuracy at most 1/classes + 5 points is flagged as chance
+TIME_LABELS = {"ann_s": "ANN", "float_snn_s": "float SNN", "lava_s": "Lava"}
+
+
+def times_line(timings: dict) -> str:
+    """'times: load 3.3 s, convert 0.5 s, ... (total 61.2 s)': each phase's seconds."""
+    from snncompile.progress import duration
+
+    parts = [f"{TIME_LABELS.get(k, k.removesuffix('_s').replace('_', ' '))} {duration(v)}" for k, v in timings.items()]
+    return f"times: {', '.join(parts)} (total {duration(sum(timings.values()))})"
+
+
+def accuracy_meanings(calibration: str | None) -> dict[str, str]:
+    """report.json's ``accuracy_of``: which network each accuracy belongs to."""
+    after = f" after {calibration} calibration" if calibration not in (None, "none") else ""
+    before = f", before {calibration} calibration (which tunes the fixed-point SNN only)" if after else ""
+    return {
+        "ann_accuracy": "the float ANN as given (null for a model that is already spiking)",
+        "float_snn_accuracy": "the float SNN: IF neurons in float64, one step of delay per synaptic layer, "
+                              f"not quantized{before}",
+        "snn_accuracy": f"the Loihi 2 fixed-point SNN{after} on the exact reference simulator (the chip's bits)",
+    }
+
+
+def flags(data: dict, classes: int | None) -> list[dict]:
+    """report.json's ``flags``: an accuracy within CHANCE_MARGIN of chance (1/classes), and every
+    spiking layer that never fired on the evaluation data."""
+    found = []
+    names = {"ann_accuracy": "ANN", "float_snn_accuracy": "float SNN", "snn_accuracy": "SNN (fixed point)"}
+    for key, name in names.items():
+        acc = data.get(key)
+        if acc is not None and classes and classes > 1 and acc <= 1 / classes + CHANCE_MARGIN:
+            found.append({"kind": "chance_accuracy", "accuracy": key, "value": acc, "chance": 1 / classes,
+                          "message": f"{name} accuracy {_pct(acc)} is at chance level (1/{classes} classes "
+                                     f"= {_pct(1 / classes)}, within {100 * CHANCE_MARGIN:.0f} points)"})
+    for layer in data["layers"]:
+        if layer["op"] != "readout" and layer.get("spike_rate") == 0:
+            found.append({"kind": "silent_layer", "layer": layer["name"],
+                          "message": f"layer {layer['name']} never fired on the evaluation data "
+                                     f"({data['test_samples']} samples x {data['steps']} steps)"})
+    return found
 
 
 def _placement_line(res: dict) -> str:
@@ -136,6 +187,9 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
             layer["activation_error"] = activations[layer["name"]].error()
         if layer["name"] in (weight_errors or {}):
             layer["weight_error"] = weight_errors[layer["name"]]
+    data["accuracy_of"] = accuracy_meanings((data["calibration"] or {}).get("mode"))
+    outputs = snn_graph.output_names()
+    data["flags"] = flags(data, int(np.prod(snn_graph.shape(outputs[0]))) if len(outputs) == 1 else None)
     return Report(data, activations or {})
 
 
@@ -270,6 +324,15 @@ def data_lines(d: dict) -> list[str]:
     return lines
 
 
+def accuracy_labels(d: dict) -> list[tuple[str, str]]:
+    mode = (d.get("calibration") or {}).get("mode", "none")
+    cal = "" if mode == "none" else f"{mode} calibration"
+    return [("ann_accuracy", "ANN (float)"),
+            ("float_snn_accuracy", "SNN (float, one step of delay per synaptic layer"
+             + (f", before {cal})" if cal else ")")),
+            ("snn_accuracy", "SNN (Loihi 2 fixed point" + (f" after {cal}" if cal else "") + ", reference)")]
+
+
 def _md(report: Report) -> str:
     d = report.data
     be = d["bit_exact"]
@@ -283,9 +346,9 @@ def _md(report: Report) -> str:
         "",
         "| | accuracy |",
         "|---|---|",
-        f"| ANN (float) | {_pct(d['ann_accuracy'])} |",
-        f"| SNN (float, one step of delay per synaptic layer) | {_pct(d['float_snn_accuracy'])} |",
-        f"| SNN (Loihi 2 fixed point, reference) | {_pct(d['snn_accuracy'])} |",
+        *(f"| {name} | {_pct(d[key])} |" for key, name in accuracy_labels(d)),
+        "",
+        *(f"**Flag:** {flag['message']}.  " for flag in d.get("flags", [])),
         "",
     ]
     if fid.get("snn_over_ann") is not None:

@@ -15,6 +15,7 @@ import html
 from pathlib import Path
 
 from snncompile import plots
+from snncompile.report import accuracy_labels
 
 FIGURES = (  # (file stem, section id, title)
     ("firing_rates", "firing-rates", "Per-layer firing rates"),
@@ -228,11 +229,7 @@ def render_html(report, pngs: dict[str, bytes]) -> str:
     titles = {stem: title for stem, _, title in FIGURES}
     body = [f"<h1>snncompile report</h1><p class=note>target <b>{html.escape(str(d['target']))}</b>, "
             f"{d['steps']} steps; {html.escape(_data_text(d))}</p>"]
-    acc = _table(["model", "test accuracy"], [
-        ["ANN (float)", _pct(d.get("ann_accuracy"))],
-        ["SNN (float, one step of delay per synaptic layer)", _pct(d.get("float_snn_accuracy"))],
-        ["SNN (Loihi 2 fixed point, reference simulator)", _pct(d.get("snn_accuracy"))],
-    ], {1})
+    acc = _table(["model", "test accuracy"], [[name, _pct(d.get(key))] for key, name in accuracy_labels(d)], {1})
     body.append(_section("summary", "Summary", f"{acc}\n<pre>{html.escape(report.summary())}</pre>"))
     if d.get("bit_exact") is not None:
         body.append(verify_html(comparison_as_verify(d["bit_exact"]),

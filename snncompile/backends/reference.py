@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from tqdm import tqdm
 
+from snncompile import progress as report_progress
 from snncompile.ir.graph import Graph
 from snncompile.sim import fixed
 from snncompile.sim.fixed import FixedResult, LayerStats
@@ -22,7 +22,7 @@ def predict(
     """Float outputs (readout v / v_scale) for all of ``x`` in batches, and the summed stats."""
     outputs, totals = [], {}
     batches = range(0, len(x), batch_size)
-    for start in tqdm(batches, desc="reference", unit="batch", disable=not progress, leave=False):
+    for start in report_progress.track(batches, "reference", progress, unit="batches"):
         result = fixed.simulate(graph, x[start:start + batch_size], steps, device=device, record=False)
         outputs.append(fixed.output_values(graph, result))
         for layer, stats in result.stats.items():

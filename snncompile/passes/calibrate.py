@@ -48,8 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from snncompile import progress as report_progress
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import BiasEncoder, Conv2d, Dense, FixedConv2d, FixedDense, Flatten, Input, LoihiNeuron
 from snncompile.sim import fixed
@@ -162,7 +162,7 @@ class BiasCorrection:
         layers = calibratable(graph, self.ann)
         targets = activations(self.ann, self.data, layers)
         corrections = {}
-        for layer in tqdm(layers, desc="bias correction", disable=not self.progress, leave=False):
+        for layer in report_progress.track(layers, "bias correction", self.progress, unit="layers", note=str):
             run = measure(graph, self.data, self.steps, upto=layer)
             err = mean_error(graph, layer, run, targets[layer], self.steps)
             graph = apply_bias(graph, layer, -err, self.bias_exp)
@@ -272,8 +272,8 @@ class WeightCalibration:
         groups = [{"params": [w], "lr": self.lr if not s.host else self.lr / k} for s, w in zip(sources, params)]
         opt = torch.optim.Adam(groups)
         with one_thread():  # small tensors: intra-op threads only cost time
-            for _ in tqdm(range(self.iterations), desc=f"weight calibration {layer}", disable=not self.progress,
-                          leave=False):
+            for _ in report_progress.track(range(self.iterations), f"weight calibration {layer}", self.progress,
+                                           unit="Adam steps"):
                 idx = torch.randint(0, n, (min(self.batch, n),), generator=gen)
                 loss = torch.mean((modelled(idx) - a[idx]) ** 2)
                 opt.zero_grad()
@@ -313,7 +313,7 @@ class AdvancedCalibration:
         targets = activations(self.ann, self.data, layers)
         wc = WeightCalibration(steps=self.steps, iterations=self.iterations, progress=self.progress)
         log = {}
-        for layer in tqdm(layers, desc="advanced calibration", disable=not self.progress, leave=False):
+        for layer in report_progress.track(layers, "advanced calibration", self.progress, unit="layers", note=str):
             t0 = time.perf_counter()
             entry = {}
             run = measure(graph, self.data, self.steps, upto=layer)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from snncompile import progress as report_progress
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import IF, LIF, Add, Concat, Conv2d, Dense, Integrator, Reset
@@ -67,7 +67,7 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
     def param(arr, name):
         return torch.as_tensor(np.broadcast_to(arr, graph.shape(name)).copy(), dtype=dtype, device=device)
 
-    for _ in tqdm(range(steps), desc="float SNN", unit="step", disable=not progress, leave=False):
+    for _ in report_progress.track(range(steps), "float SNN", progress, unit="steps"):
         values = dict(static)
         for name, op in graph.nodes():
             if name in static:

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
-from tqdm import tqdm
 
 from snncompile.backends.lava import compat
 
@@ -50,6 +49,7 @@ from lava.proc.lif.process import LIF  # noqa: E402
 from lava.proc.monitor.process import Monitor  # noqa: E402
 from lava.utils.weightutils import SignMode, clip_weights, truncate_weights  # noqa: E402
 
+from snncompile import progress as report_progress  # noqa: E402
 from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source  # noqa: E402
 from snncompile.backends.lava.processes import SubtractiveLIF  # noqa: E402
 from snncompile.backends.run_on_loihi import lava_groups  # noqa: E402  (one copy, in the standalone script)
@@ -470,7 +470,7 @@ def run_lava(graph: Graph, x: np.ndarray, steps: int, encoded: dict | None = Non
     neurons = graph.find(LoihiNeuron)
     spikes = {k: np.zeros((n, steps, *graph.shape(k)), dtype=np.int8) for k in neurons}
     volts = {k: np.zeros((n, steps, *graph.shape(k)), dtype=np.int64) for k in neurons}
-    for i in tqdm(range(n), desc="lava", unit="sample", disable=not progress, leave=False):
+    for i in report_progress.track(range(n), "Lava", progress, unit="samples"):
         start = time.perf_counter()
         bias = {enc: (np.asarray(m[i]), np.asarray(e[i])) for enc, (m, e, *_) in encoded.items()}
         s, v = build_network(graph, bias, steps).run(steps)

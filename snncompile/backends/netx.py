@@ -494,3 +494,27 @@ def input_bias(graph: Graph, x: np.ndarray, encoded: dict | None = None) -> tupl
     if len(shape) == 3:
         mant, exp = np.asarray(mant).transpose(0, 3, 2, 1), np.asarray(exp).transpose(0, 3, 2, 1)
     return np.asarray(mant, dtype=np.int64), np.asarray(exp, dtype=np.int64)
+
+
+SLAYER_STUBS = ("lava.lib.dl.slayer", "lava.lib.dl.slayer.neuron", "lava.lib.dl.slayer.neuron.rf")
+
+
+def import_netx():
+    """lava-dl 0.6.0's ``netx`` importable beside torch 2.13 (README "netx"): Lava's Python 3.11
+    import fix first, then the three slayer modules netx/hdf5.py imports (one function, used by
+    RF neurons only) as empty modules where slayer is not importable: slayer drags torchvision,
+    whose compiled operators do not load here. The stubs stay (Lava's compiler re-executes
+    hdf5.py while it searches process models); slayer itself is then unusable in this process."""
+    import importlib
+    import sys
+    import types
+
+    import snncompile.backends.lava  # noqa: F401 - Lava's 3.11 fix (shared DESIGN §6)
+
+    try:
+        importlib.import_module("lava.lib.dl.slayer.neuron.rf")
+    except Exception:
+        for name in SLAYER_STUBS:
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["lava.lib.dl.slayer.neuron.rf"].neuron_params = None
+    return importlib.import_module("lava.lib.dl.netx")

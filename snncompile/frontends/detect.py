@@ -6,6 +6,7 @@ Formats, from the file's first bytes and (for zip archives) its member names:
     TorchScript archive    zip with ``<top>/code/`` and ``<top>/constants.pkl``         torch.jit.save
     torch.save file        zip with ``<top>/data.pkl``, or a legacy pickle (\\x80 ...)  torch.save
     NIR                    HDF5 signature ``\\x89HDF\\r\\n\\x1a\\n``                        nir.write
+    netx                   HDF5 with a ``/layer`` group and no ``/node``  lava-dl export_hdf5, --target netx
     ONNX                   a protobuf ModelProto that parses and holds a graph         onnx.save
     .npz                   zip of ``.npy`` members: data, never a model (a clear refusal)
 
@@ -47,6 +48,7 @@ class Format(enum.Enum):
     TORCH_SAVE = "torch.save file"
     ONNX = "ONNX model"
     NIR = "NIR file"
+    NETX = "lava-dl netx file"
     NPZ = "numpy .npz archive"
 
 
@@ -80,7 +82,9 @@ def sniff(path: str | Path) -> Format:
     path = Path(path)
     head = _read_head(path, 16)
     if head.startswith(HDF5_MAGIC):
-        return Format.NIR
+        from snncompile.frontends.netx import is_netx
+
+        return Format.NETX if is_netx(path) else Format.NIR
     if head.startswith((ZIP_MAGIC, EMPTY_ZIP_MAGIC)):
         return _sniff_zip(path)
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
@@ -104,6 +108,8 @@ def load(path: str | Path, options: LoadOptions = LoadOptions()):
     if fmt is Format.NIR:
         return importlib.import_module("snncompile.frontends.nir").load_model(path, dt=options.nir_dt,
                                                                               reset=options.nir_reset)
+    if fmt is Format.NETX:
+        return importlib.import_module("snncompile.frontends.netx").load_model(path)
     if fmt is Format.NPZ:
         raise ModelLoadError(f"{path}: a numpy .npz archive holds data, not a model; pass it as "
                              f"--data, and as the model {ACCEPTED}")

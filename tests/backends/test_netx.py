@@ -324,3 +324,105 @@ def test_failure_while_writing_leaves_no_file(mlp, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         netx_backend.write(mlp, tmp_path / "mlp.net")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# netx both ways: the README's snippet, and .net files read back (frontends/netx.py)
+
+
+def readme_snippet() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text.split("<!-- netx-snippet -->", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def compiled_mlp(tmp_path_factory):
+    """examples/digits_mlp.pt2 compiled with --target netx (model.net and the run bundle)."""
+    from snncompile.cli import main
+
+    out = tmp_path_factory.mktemp("netx") / "out"
+    assert main(["examples/digits_mlp.pt2", "--target", "netx", "-o", str(out), "--samples", "1",
+                 "--no-progress", "-q"]) == 0
+    return out
+
+
+def test_readme_snippet_runs_model_net_bit_exact(compiled_mlp, monkeypatch):
+    """The README block, run as written in the project's venv (netx_file.import_netx stubs slayer,
+    whose torchvision does not load beside torch 2.13), gives the readout v of our reference."""
+    from snncompile.backends import bundle
+
+    monkeypatch.chdir(compiled_mlp.parent)
+    scope: dict = {}
+    exec(compile(readme_snippet(), "README.md:netx", "exec"), scope)
+    run = bundle.load(compiled_mlp)
+    ref = reference.run(run.graph, run.x[:1], run.steps).trace
+    (out,) = ref.outputs.values()
+    np.testing.assert_array_equal(np.rint(np.asarray(scope["v"])).astype(np.int64), out[0])
+
+
+def test_our_net_file_round_trips(compiled_mlp, digits_flat, tmp_path):
+    """compile -> model.net -> read by content (frontends/netx.py) -> every spiking layer's spikes
+    equal our reference's; compile again -> exit 0 and bit-exact against Lava. Files written by
+    lava-dl's own slayer blocks are not tested: slayer imports torchvision, whose compiled
+    operators do not load beside torch 2.13 (shared DESIGN §6/§8), so its export_hdf5 cannot run
+    here; our writer follows netx's documented layout (backends/netx.py's docstring)."""
+    import json
+
+    from snncompile.backends import bundle
+    from snncompile.cli import main
+    from snncompile.frontends.detect import Format, load, sniff
+    from snncompile.ir import IF, Integrator
+    from snncompile.sim import snn as float_snn
+
+    path = compiled_mlp / "model.net"
+    assert sniff(path) is Format.NETX
+    graph = load(path)
+    run = bundle.load(compiled_mlp)
+    assert len(graph.find(IF)) == 2 and len(graph.find(Integrator)) == 1
+    # the input of the netx network is its first layer's bias (the host-side layer's output)
+    (enc,) = run.graph.find(BiasEncoder)
+    x = digits_flat.test.x[:64]
+    mant, exp, _ = encode_inputs(run.graph, x)[enc]
+    current = (np.asarray(mant, np.int64) << np.asarray(exp, np.int64)) / 64.0
+    ref = reference.run(run.graph, x, run.steps).trace
+    ours = float_snn.simulate(graph, current, run.steps, delay=1, record=True)
+    # the first layer (host input, no synapse) is equal bit for bit; after a delayed synapse the
+    # float simulator delivers its bias with the delayed output, while Loihi adds the neuron's bias
+    # from step 0: one step of bias apart, a few spikes differ
+    first = graph.find(IF)[0]
+    np.testing.assert_array_equal(ours.spikes[first], ref.spikes[first])
+    for node in graph.find(IF):
+        assert np.mean(ours.spikes[node] == ref.spikes[node]) >= 0.995, node
+    (readout,) = ours.outputs.values()
+    (ref_out,) = ref.outputs.values()
+    assert np.mean(readout.argmax(1) == ref_out.argmax(1)) >= 0.98
+
+    data = tmp_path / "host_inputs.npz"
+    all_x = digits_flat.test.x
+    m, e, _ = encode_inputs(run.graph, all_x)[enc]
+    np.savez(data, x=(np.asarray(m, np.int64) << np.asarray(e, np.int64)) / 64.0, y=digits_flat.test.y)
+    out = tmp_path / "again"
+    assert main([str(path), "--target", "netx", "--data", str(data), "-o", str(out), "--samples", "2",
+                 "--no-progress", "-q"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["bit_exact"]["mismatches"] == 0 and report["bit_exact"]["samples"] == 2
+    assert (out / "model.net").exists()
+
+
+def test_net_file_netx_cannot_read_is_refused_in_one_line(tmp_path, capsys):
+    from snncompile.cli import main
+
+    path = tmp_path / "pool.net"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("layer/0/type", data=np.array([b"input"], dtype="S10"))
+        f.create_dataset("layer/0/shape", data=np.array([4]))
+        f.create_dataset("layer/0/neuron/type", data=np.bytes_("CUBA"))
+        f.create_dataset("layer/0/neuron/vThMant", data=10)
+        f.create_dataset("layer/1/type", data=np.array([b"pool"], dtype="S10"))
+    code = main([str(path), "-o", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "layer/1" in err and "'pool'" in err

@@ -223,7 +223,8 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         raise SnnCompileError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
     check_outdir(outdir, inputs=(model, options.data, options.calib_data))
     timings = {}
-    phase = progress.phases(options.progress, timings)  # start, progress, seconds (snncompile.progress)
+    # each phase's start, progress and seconds; log lines held back until the checks below pass
+    phase = progress.phases(options.progress, timings, hold=True)
     with phase("load"):
         original = model if isinstance(model, Graph) else load_model(model, options)
         graph = prepare(original, options)
@@ -255,8 +256,8 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
             snn_logits, stats = reference.predict(
                 fixed_graph, ds.test.x, options.steps, device=options.device, progress=options.progress
             )
-        if options.strict:
-            _check_overflows(fixed_graph, stats)  # before Lava runs: fail fast
+            if options.strict:
+                _check_overflows(fixed_graph, stats)  # before Lava runs: fail fast
 
         with phase("Lava"):
             check = ds.test.x[: options.samples]
@@ -284,6 +285,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
             sweep = diagnostics.sweep_steps(graph, ds, calib, options, options.sweep_steps,
                                             progress=options.progress)
 
+    progress.release()
     report = build_report(
         options=options, float_graph=graph, snn_graph=snn, fixed_graph=fixed_graph,
         ann_accuracy=accuracy(ann_logits, ds.test.y) if is_ann else None,

@@ -11,9 +11,10 @@ each with a timestamp, never a carriage return:
 
 A progress line is written when a loop has done another tenth of its work (at least MIN_GAP_S
 after the phase's previous line), and a heartbeat line for the innermost phase when nothing was written
-for INTERVAL_S (a single long step still says it is alive). A top-level phase's lines are held
-back until it ends or runs INTERVAL_S, and dropped when it fails: a run refused at once (a bad
-model, bad data) still prints its one error line and nothing else. A loop adopts the phase it runs in
+for INTERVAL_S (a single long step still says it is alive). A compile holds its lines back until
+its checks are done (``release``) or HOLD_S has passed, and drops them when a phase fails first:
+a run refused early (bad model, bad data, too big for the chips, --strict) still prints its one
+error line and nothing else. A loop adopts the phase it runs in
 when that phase has no loop yet (the phase's progress is the loop's); otherwise it is a phase of
 its own, named after its parents ("calibrate > weight calibration relu_2"). ``show=False``
 reports nothing: the CLI's ``--quiet`` and ``--no-progress`` (``api.Options.progress``).
@@ -32,13 +33,15 @@ from tqdm import tqdm
 
 INTERVAL_S = 10.0  # a line at least this often while a phase runs (log mode)
 STEP_FRACTION = 0.1  # and one per tenth of a loop's work
+HOLD_S = 30.0  # lines held back at most this long (see ``phases(hold=True)``)
 MIN_GAP_S = 5.0  # but not within this of the phase's last line (a fast loop: its start and end only)
 
 _stack: list[_Phase] = []
 _lock = threading.Lock()
 _last_line = [0.0]  # monotonic time of the last line written
 _heartbeat: list[threading.Thread] = []
-_held: list[str] | None = None  # the open top-level phase's lines, not shown yet
+_held: list[str] | None = None  # lines not shown yet (``phases(hold=True)`` until ``release``)
+_hold_since = [0.0]
 
 
 def duration(seconds: float) -> str:
@@ -84,17 +87,16 @@ def _emit(lines: list[str]) -> None:
         pass
 
 
-def _hold(hold: bool) -> None:
-    """Start holding lines back, or stop: show the held ones when the phase went on or ended well
-    (``hold`` False), drop them when it failed (``_drop``)."""
+def release() -> None:
+    """Show the lines held back (the run's checks passed) and stop holding."""
     global _held
     with _lock:
-        lines, _held = _held, ([] if hold else None)
-        if not hold and lines:
-            _emit(lines)
+        lines, _held = _held, None
+        _emit(lines or [])
 
 
 def _drop() -> None:
+    """A phase failed while lines were held: the error line will stand alone."""
     global _held
     with _lock:
         _held = None
@@ -114,8 +116,6 @@ class _Phase:
                             dynamic_ncols=sized, ncols=None if sized else 80, nrows=None if sized else 24,
                             bar_format=None if total else "{desc}: {elapsed}")
         else:
-            if not _stack:
-                _hold(True)
             _write(f"{self.name}: started" + (f" ({total} {unit})" if total else ""))
 
     def loop(self, total: int | None, unit: str) -> None:
@@ -165,8 +165,8 @@ class _Phase:
             self.bar.close()
         elif not failed:
             _write(f"{self.name}: done in {duration(elapsed)}")
-        if self.bar is None and not _stack:
-            _drop() if failed else _hold(False)
+        if failed:
+            _drop()
         return elapsed
 
 
@@ -178,8 +178,8 @@ def _beat() -> None:
         if not stack or stack[-1].bar is not None:
             continue
         now = time.monotonic()
-        if _held is not None and now - stack[0].start >= INTERVAL_S:
-            _hold(False)
+        if _held is not None and now - _hold_since[0] >= HOLD_S:
+            release()
         if now - _last_line[0] >= INTERVAL_S:
             _write(stack[-1].status())
 
@@ -243,7 +243,11 @@ def key(name: str) -> str:
     return "_".join(name.lower().split()) + "_s"
 
 
-def phases(show: bool, timings: dict | None = None):
+def phases(show: bool, timings: dict | None = None, hold: bool = False):
     """``phase`` with ``show`` and ``timings`` bound: ``p = phases(options.progress, timings)``,
-    then ``with p("load"): ...``."""
+    then ``with p("load"): ...``. ``hold``: keep log lines back until ``release()`` (a run's start)."""
+    global _held
+    if hold and show and not on_terminal():
+        with _lock:
+            _held, _hold_since[0] = [], time.monotonic()
     return lambda name, **kw: phase(name, show, timings, **kw)

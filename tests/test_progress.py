@@ -54,12 +54,18 @@ def test_log_lines_have_timestamps_progress_and_elapsed(log):
     assert list(timings) == ["calibrate_s", "lava_s"] and timings["lava_s"] >= 1.0
 
 
-def test_a_phase_that_fails_at_once_leaves_the_error_line_alone(log):
-    phase = progress.phases(True)
+def test_a_run_refused_early_leaves_the_error_line_alone(log):
+    phase = progress.phases(True, hold=True)  # as api.compile_model: held until its checks pass
     with phase("load"):
         pass
     with pytest.raises(ValueError), phase("convert"):
         raise ValueError("bad model")
+    assert log() == ""
+    phase = progress.phases(True, hold=True)
+    with phase("load"):
+        pass
+    assert log() == ""
+    progress.release()
     assert [STAMP.sub("", line).split(" in ")[0] for line in log().splitlines()] == [
         "load: started", "load: done"]
 

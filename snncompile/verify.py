@@ -141,11 +141,12 @@ def _trace_pairs(trace, layers):
 
 
 def verify(outdir: str | Path, against: str | Path | None = None, tolerance: float = 0.0,
-           samples: int | None = None, device: str | None = None) -> dict:
+           samples: int | None = None, device: str | None = None, progress: bool = False) -> dict:
     """Replay the run bundle in ``outdir`` on the reference simulator and compare it with
     ``against`` (a recording.npz) or, when None, with Lava fixed_pt on the bundled samples.
 
     ``tolerance``: the largest fraction of differing values that still passes (0: identical).
+    ``progress``: report Lava's run per sample on stderr (snncompile.progress).
     Returns keys identical, passed, tolerance, against, run_config, samples, sample_ids, steps,
     compared, differing, layers {name: {compared, differing, spikes_differing, v_differing,
     per_step}}, first_divergence (None or {layer, step, sample, neuron, quantity, expected, got})
@@ -169,7 +170,7 @@ def verify(outdir: str | Path, against: str | Path | None = None, tolerance: flo
         chosen = full.select(samples)
         steps = chosen.steps
         layers = graph.find(LoihiNeuron)
-        lava = run_lava(graph, chosen.x, steps, encoded=chosen.encoded)
+        lava = run_lava(graph, chosen.x, steps, encoded=chosen.encoded, progress=progress)
         got, run_cfg, against_name = _trace_pairs(lava, layers), LAVA_SIM, "lava"
     else:
         meta, rec_ids, got = load_recording(against, full)
@@ -254,6 +255,7 @@ def parser() -> argparse.ArgumentParser:
 
     p.add_argument("--device", type=_device, default=None, help="reference simulator device: cpu or cuda")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress of the Lava run on stderr")
     return p
 
 
@@ -261,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser().parse_args(argv)
-        result = verify(args.outdir, args.against, args.tolerance, args.samples, args.device)
+        result = verify(args.outdir, args.against, args.tolerance, args.samples, args.device,
+                        progress=not args.no_progress)
     except SnnCompileError as exc:
         message = " ".join(str(exc).split())
         print(f"snncompile: error: {message}", file=sys.stderr)

@@ -3,11 +3,14 @@
     python examples/train_digits_cnn.py          # CNN  -> examples/digits_cnn.pt2
     python examples/train_digits_cnn.py --mlp    # MLP  -> examples/digits_mlp.pt2
     python examples/train_digits_cnn.py --resnet # small ResNet -> examples/digits_resnet.pt2
+    python examples/train_digits_cnn.py --vgg    # VGG-style CNN -> examples/digits_vgg.pt2
 
 The CNN is Conv(1->16)-BN-ReLU, Conv(16->32, stride 2)-BN-ReLU, AvgPool 2, Flatten, Linear(128->10)
 on 1x8x8 images; the MLP is 64-64-32-10 with ReLU on flat 64-pixel vectors; the ResNet is a stem
 conv, one post-activation residual block with an identity shortcut, a strided conv, global
-average pooling and a Linear readout. All train on the
+average pooling and a Linear readout; the VGG-style CNN (not tuned for this compiler) has average
+pooling *between* convs: Conv(1->16)-BN-ReLU, Conv(16->16)-BN-ReLU, AvgPool 2, Conv(16->32)-BN-ReLU,
+AvgPool 2, Flatten, Linear(128->10). All train on the
 training split of ``snncompile.data.digits`` with Adam and a fixed seed, in a few seconds on two
 CPU cores, and are exported in eval mode with a dynamic batch dimension.
 """
@@ -37,6 +40,15 @@ def make_cnn() -> nn.Sequential:
         nn.AvgPool2d(2),
         nn.Flatten(),
         nn.Linear(128, 10),
+    )
+
+
+def make_vgg() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(128, 10),
     )
 
 
@@ -96,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--mlp", action="store_true", help="train the 64-64-32-10 MLP instead")
     kind.add_argument("--resnet", action="store_true", help="train the small ResNet instead")
+    kind.add_argument("--vgg", action="store_true", help="train the VGG-style CNN (pooling between convs)")
     parser.add_argument("--out", type=Path, help="output file (default: examples/digits_*.pt2)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
@@ -107,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     x_train, y_train = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
     x_test, y_test = torch.from_numpy(data.test.x), torch.from_numpy(data.test.y)
 
-    name = "mlp" if args.mlp else "resnet" if args.resnet else "cnn"
-    model = {"mlp": make_mlp, "resnet": ResNet, "cnn": make_cnn}[name]()
+    name = "mlp" if args.mlp else "resnet" if args.resnet else "vgg" if args.vgg else "cnn"
+    model = {"mlp": make_mlp, "resnet": ResNet, "cnn": make_cnn, "vgg": make_vgg}[name]()
     start = time.perf_counter()
     train(model, x_train, y_train, args.epochs, args.seed)
     seconds = time.perf_counter() - start

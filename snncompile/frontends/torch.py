@@ -646,8 +646,8 @@ def _adaptive_avg_pool2d(low, node, a):
     x = _act(a["self"])
     _channels, h, w = _static(x, 3)
     oh, ow = _pair(a["output_size"])
-    if h % oh or w % ow:
-        raise Reject(f"adaptive pooling {h}x{w} -> {oh}x{ow} has unequal windows")
+    if h % oh or w % ow:  # unequal (or repeating) windows: a separable linear map
+        return low.emit(node, ir.AdaptiveAvgPool2d(output_size=(oh, ow)), [x])
     kernel = (h // oh, w // ow)
     return low.emit(node, ir.AvgPool2d(kernel=kernel, stride=kernel), [x])
 

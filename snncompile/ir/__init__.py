@@ -5,6 +5,7 @@ from snncompile.ir.graph import Graph, GraphBuilder, chain
 from snncompile.ir.ops import (
     IF,
     LIF,
+    AdaptiveAvgPool2d,
     Add,
     AvgPool2d,
     BatchNorm,
@@ -29,7 +30,7 @@ from snncompile.ir.ops import (
 from snncompile.ir.verify import Verifier, verify
 
 __all__ = [
-    "IF", "LIF", "SumPool2d", "Add", "AvgPool2d", "BatchNorm", "BiasEncoder", "Concat", "Conv2d", "Dense", "FixedConv2d",
+    "IF", "LIF", "SumPool2d", "AdaptiveAvgPool2d", "Add", "AvgPool2d", "BatchNorm", "BiasEncoder", "Concat", "Conv2d", "Dense", "FixedConv2d",
     "FixedDense", "Flatten", "Graph", "GraphBuilder", "Input", "IntFormat", "Integrator",
     "LoihiNeuron", "MantExpFormat", "MaxPool2d", "Op", "OpKind", "Output", "ReLU", "Reset", "Verifier",
     "chain", "verify",

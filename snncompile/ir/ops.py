@@ -28,7 +28,11 @@ class ShapeError(ValueError):
 
 
 def frozen_array(value, dtype=np.float64) -> np.ndarray:
-    """A read-only copy of ``value``."""
+    """A read-only copy of ``value`` (an array that is already read-only, of ``dtype`` and owning
+    its data, is shared instead: ops pass weights on without copying hundreds of MB)."""
+    if (isinstance(value, np.ndarray) and value.dtype == dtype and not value.flags.writeable
+            and value.base is None):
+        return value
     arr = np.array(value, dtype=dtype, copy=True)
     arr.setflags(write=False)
     return arr
@@ -58,6 +62,7 @@ class OpKind(str, enum.Enum):
     AVGPOOL2D = "AvgPool2d"
     SUMPOOL2D = "SumPool2d"
     MAXPOOL2D = "MaxPool2d"
+    ADAPTIVE_AVGPOOL2D = "AdaptiveAvgPool2d"
     FLATTEN = "Flatten"
     ADD = "Add"
     CONCAT = "Concat"
@@ -294,6 +299,39 @@ class SumPool2d(AvgPool2d):
     """y[c, i, j] = sum over the kernel window (zero padding): AvgPool2d times the window size."""
 
     kind = OpKind.SUMPOOL2D
+
+
+def adaptive_windows(size: int, out: int) -> np.ndarray:
+    """torch's adaptive average pooling along one axis as an (out, size) matrix: row i averages
+    input rows floor(i·size/out) .. ceil((i+1)·size/out) − 1 (windows may differ and overlap,
+    and repeat an input row when out > size)."""
+    matrix = np.zeros((out, size))
+    for i in range(out):
+        start, stop = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:stop] = 1.0 / (stop - start)
+    return matrix
+
+
+@dataclass(frozen=True, eq=False)
+class AdaptiveAvgPool2d(Op):
+    """y[c] = A_h · x[c] · A_wᵀ with ``adaptive_windows`` matrices: torch's AdaptiveAvgPool2d
+    where its windows are unequal (equal windows lower to AvgPool2d). Linear, separable."""
+
+    kind = OpKind.ADAPTIVE_AVGPOOL2D
+    output_size: tuple[int, int] = (1, 1)
+
+    def __post_init__(self):
+        object.__setattr__(self, "output_size", _pair(self.output_size))
+
+    def infer_shape(self, inputs):
+        (shape,) = inputs
+        if len(shape) != 3:
+            raise ShapeError(f"AdaptiveAvgPool2d expects (C, H, W), got {shape}")
+        return (shape[0],) + self.output_size
+
+    def matrices(self, in_shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+        return (adaptive_windows(in_shape[1], self.output_size[0]),
+                adaptive_windows(in_shape[2], self.output_size[1]))
 
 
 @dataclass(frozen=True, eq=False)

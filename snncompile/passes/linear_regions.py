@@ -48,6 +48,7 @@ import torch
 from snncompile.errors import PassError, Problem, UnsupportedModelError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import (
+    AdaptiveAvgPool2d,
     Add,
     AvgPool2d,
     BatchNorm,
@@ -63,9 +64,17 @@ from snncompile.ir.ops import (
 )
 from snncompile.sim.ann import UNARY
 
-REGION = (Conv2d, Dense, AvgPool2d, BatchNorm, Flatten, Add, Concat)  # SumPool2d is an AvgPool2d
+REGION = (Conv2d, Dense, AvgPool2d, AdaptiveAvgPool2d, BatchNorm, Flatten, Add, Concat)  # SumPool2d: an AvgPool2d
 FOLD_LIMIT = 4_000_000  # weights of a composed Dense beyond which a pool gets relay neurons instead
 CONV_LIMIT = 64_000_000  # elements of a composed conv kernel (a guard; real kernels are far smaller)
+
+
+class _Relays(Exception):
+    """Every composition of one lowering attempt that needs relay neurons."""
+
+    def __init__(self, found: list):
+        super().__init__(f"{len(found)} inexact compositions")
+        self.found = found
 
 
 class _Inexact(Exception):
@@ -94,6 +103,7 @@ class _Map:
     groups: int = 1
     original: object = None  # the op itself when the path is that one op (keeps it bit for bit)
     nodes: list[str] = field(default_factory=list)
+    post: tuple[torch.Tensor, torch.Tensor] | None = None  # adaptive pooling (A_h, A_w) after the conv
 
     @property
     def conv_shape(self) -> tuple[int, ...]:
@@ -106,6 +116,11 @@ class _Map:
 
 def _t(arr) -> torch.Tensor:
     return torch.tensor(np.asarray(arr), dtype=torch.float64)
+
+
+def _dense_weight(m: _Map) -> torch.Tensor:
+    """A dense map's matrix (the op's own, converted only when a composition needs it)."""
+    return m.weight if m.weight is not None else _t(m.original.weight)
 
 
 def _as_conv(m: _Map) -> _Map:
@@ -210,17 +225,37 @@ def _step(m: _Map, node: str, op, port: int, graph: Graph, fold_limit: int) -> _
         return m
     if isinstance(op, Flatten):
         flat = _Map(m.kind, m.in_shape, out, m.weight, m.stride, m.padding, m.dilation, m.groups, m.original,
-                    m.nodes + [node])
+                    m.nodes + [node], m.post)
         flat._conv_shape = m.conv_shape
         return flat
+    if isinstance(op, AdaptiveAvgPool2d):
+        if m.post is not None or m.kind == "dense":
+            raise PassError(f"linear_regions: node '{node}': adaptive pooling after {m.kind} has no lowering")
+        ah, aw = (_t(a) for a in op.matrices(m.out_shape))
+        pooled = _Map(m.kind, m.in_shape, out, m.weight, m.stride, m.padding, m.dilation, m.groups, None,
+                      m.nodes + [node], (ah, aw))
+        pooled._conv_shape = m.conv_shape
+        return pooled
+    if m.post is not None and not isinstance(op, Dense):
+        raise _Inexact(f"adaptive pooling with unequal windows before '{node}' lowers only into a Linear",
+                       m.nodes)
     if isinstance(op, Dense):
+        if m.kind == "id" and m.post is None:
+            return _Map("dense", m.in_shape, out, None, original=op, nodes=m.nodes + [node])
         w = _t(op.weight)
-        if m.kind == "id":
-            return _Map("dense", m.in_shape, out, w, original=op, nodes=m.nodes + [node])
+        if m.post is not None:  # pull the rows back through the adaptive pooling first
+            ah, aw = m.post
+            rows = torch.einsum("ocpq,pi,qj->ocij", w.reshape(w.shape[0], -1, ah.shape[0], aw.shape[0]), ah, aw)
+            size = w.shape[0] * math.prod(m.in_shape)
+            if size > fold_limit:
+                raise _Inexact(f"folding into '{node}' needs a {w.shape[0]}x{math.prod(m.in_shape)} Dense", m.nodes)
+            if m.kind == "id":
+                return _Map("dense", m.in_shape, out, rows.reshape(w.shape[0], -1), nodes=m.nodes + [node])
+            w = rows.reshape(w.shape[0], -1)
         if m.kind == "dense":
-            return _Map("dense", m.in_shape, out, w @ m.weight, nodes=m.nodes + [node])
+            return _Map("dense", m.in_shape, out, w @ _dense_weight(m), nodes=m.nodes + [node])
         size = w.shape[0] * math.prod(m.in_shape)
-        if size > max(fold_limit, 4 * (w.numel() + m.weight.numel())):
+        if m.post is None and size > fold_limit:
             raise _Inexact(f"folding into '{node}' needs a {w.shape[0]}x{math.prod(m.in_shape)} Dense", m.nodes)
         rows = w.reshape(w.shape[0], *m.conv_shape)
         pulled = torch.nn.grad.conv2d_input((w.shape[0],) + tuple(m.in_shape), m.weight, rows, m.stride,
@@ -242,7 +277,7 @@ def _step(m: _Map, node: str, op, port: int, graph: Graph, fold_limit: int) -> _
         if len(out) != 3:
             if m.kind != "dense":
                 raise PassError(f"linear_regions: node '{node}': BatchNorm of a vector after no Dense")
-            return _Map("dense", m.in_shape, out, _t(scale)[:, None] * m.weight, nodes=m.nodes + [node])
+            return _Map("dense", m.in_shape, out, _t(scale)[:, None] * _dense_weight(m), nodes=m.nodes + [node])
         b = Conv2d(weight=scale.reshape(-1, 1, 1, 1), groups=out[0])
         return _compose_conv(_as_conv(m), b, node, out)
     if isinstance(op, AvgPool2d):
@@ -290,7 +325,7 @@ def _merge(maps: list[_Map]) -> _Map:
     if len(maps) == 1:
         return first
     if all(m.kind == "dense" for m in maps):
-        return _Map("dense", first.in_shape, first.out_shape, sum(m.weight for m in maps))
+        return _Map("dense", first.in_shape, first.out_shape, sum(_dense_weight(m) for m in maps))
     convs = [_as_conv(m) for m in maps]
     if any(m.kind != "conv" or m.stride != convs[0].stride or m.dilation != (1, 1) for m in convs):
         raise PassError("linear_regions: two paths from one population to one target with different strides")
@@ -309,7 +344,9 @@ def _merge(maps: list[_Map]) -> _Map:
 
 def _synapse(m: _Map, bias: np.ndarray | None):
     """The IR op of a composed map, with ``bias`` (per output channel or element)."""
-    if m.original is not None and m.kind == "dense" and len(m.nodes) <= 2:
+    if m.post is not None:
+        raise PassError("linear_regions: adaptive pooling with unequal windows must feed a Linear")
+    if m.kind == "dense" and m.weight is None:  # the path's one Dense, unchanged (no copy)
         return Dense(weight=m.original.weight, bias=bias)
     if m.original is not None and m.kind == "conv" and len(m.nodes) == 1 and len(m.out_shape) == 3:
         op = m.original
@@ -361,10 +398,16 @@ class LowerLinearRegions:
         for _ in range(len(graph) + 1):
             try:
                 lowered, regions = self._lower(graph)
-            except _Inexact as exc:
-                graph, pool, relay = self._relay(graph, exc)
-                relays.append({"pool": pool, "relay": relay, "reason": exc.reason,
-                               "extra_neurons": math.prod(graph.shape(relay)), "extra_latency_steps": 1})
+            except _Relays as many:
+                done = set()
+                for exc in many.found:
+                    pools = [n for n in exc.nodes if isinstance(graph.op(n), AvgPool2d)]
+                    if (pools[-1] if pools else exc.node) in done:
+                        continue
+                    graph, pool, relay = self._relay(graph, exc)
+                    done.add(pool)
+                    relays.append({"pool": pool, "relay": relay, "reason": exc.reason,
+                                   "extra_neurons": math.prod(graph.shape(relay)), "extra_latency_steps": 1})
                 continue
             builder = lowered.edit()
             builder.metadata = {**builder.metadata, "linear_regions": {"relays": relays, "regions": regions}}
@@ -427,6 +470,7 @@ class LowerLinearRegions:
             plan.append((target, entries))
         builder = graph.edit()
         regions: list[dict] = []
+        inexact: list[_Inexact] = []
         for target, entries in plan:
             top = graph.op(target)
             new_inputs: list[str] = []
@@ -436,13 +480,18 @@ class LowerLinearRegions:
                 elif kind == "keep":
                     new_inputs.append(end)
                 else:
-                    new_inputs += self._lower_region(builder, graph, end, paths, target, regions, uses)
+                    try:
+                        new_inputs += self._lower_region(builder, graph, end, paths, target, regions, uses)
+                    except _Inexact as exc:  # collect them all: one relay round for the whole model
+                        inexact.append(exc)
             if len(new_inputs) > 1 and top.arity == 1:  # ReLU, Output: one input, the sum
                 total = builder.unique_name(f"{target}_sum")
                 builder.add(total, Add(), new_inputs)
                 new_inputs = [total]
             if new_inputs != graph.inputs(target):
                 builder.set_inputs(target, new_inputs)
+        if inexact:
+            raise _Relays(inexact)
         # drop region ops nobody reads any more (repeat: chains)
         changed = True
         while changed:

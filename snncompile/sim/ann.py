@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import (
+    AdaptiveAvgPool2d,
     Add,
     AvgPool2d,
     BatchNorm,
@@ -57,6 +58,10 @@ def _sumpool(op: SumPool2d, x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True, divisor_override=1)
 
 
+def _adaptive(op: AdaptiveAvgPool2d, x: torch.Tensor) -> torch.Tensor:
+    return F.adaptive_avg_pool2d(x, op.output_size)
+
+
 def _maxpool(op: MaxPool2d, x: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(x, op.kernel, op.stride, op.padding, op.dilation)
 
@@ -73,6 +78,7 @@ UNARY: dict[type, Callable[[Op, torch.Tensor], torch.Tensor]] = {
     AvgPool2d: _avgpool,
     SumPool2d: _sumpool,
     MaxPool2d: _maxpool,
+    AdaptiveAvgPool2d: _adaptive,
     Flatten: lambda op, x: x.reshape(x.shape[0], -1),
     Output: lambda op, x: x,
 }

@@ -182,3 +182,13 @@ def test_any_pool_then_conv_lowers_exactly(k, s, p, kc, sc, pc, size, groups):
     _graph, after, ref, out = lowered(model, (3, size, size))
     np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9)
     between_neurons(after)
+
+
+def test_adaptive_pooling_with_unequal_windows_folds_into_the_linear():
+    """torchvision's VGG and AlexNet pool to 7×7 / 6×6 whatever the input: at small inputs the
+    windows are unequal (or repeat rows); the separable map folds into the classifier."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(7),
+                          nn.Flatten(), nn.Linear(4 * 49, 5))
+    graph, after, ref, out = lowered(model, (3, 10, 10))
+    np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9)
+    assert [after.op(n).weight.shape for n in after.find(Dense)] == [(5, 4 * 10 * 10)]

@@ -158,22 +158,6 @@ def write_digits32(path) -> str:
     return str(path)
 
 
-class DigitsVGG(nn.Module):
-    """A VGG-style digits CNN nobody tuned for this compiler: conv-BN-ReLU pairs with average
-    pooling between convs, then a Linear (8×8×1 input)."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 2 * 2, 10))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
 def train(model: nn.Module, x, y, epochs: int = 30, seed: int = 0, lr: float = 3e-3) -> nn.Module:
     """Adam on (x, y), batches of 64, seeded; returns the model in eval mode."""
     import numpy as np

@@ -234,13 +234,16 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     with phase("convert"):
         snn = to_snn(graph, calib, options)
         is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
-        if not is_ann:  # a spiking model (NIR, trained SNN) read with the wrong dt is silent: refuse it
-            from snncompile.sim import activity
-
-            activity.check(snn, calib, options.steps, allow=options.allow_silent)
     fixed_graph, placement = None, None
     if options.target != "nir":
         fixed_graph, placement = _fixed_point(snn, calib, options, graph, timings)
+        if options.strict:
+            _check_overflows(fixed_graph, {})  # values clipped by quantization: fail before any run
+    if not is_ann:  # a spiking model (NIR, trained SNN) read with the wrong dt is silent: refuse it
+        from snncompile.sim import activity
+
+        with phase("activity"):
+            activity.check(snn, calib, options.steps, allow=options.allow_silent)
 
     with phase("ANN"):
         ann_logits = ann.forward(graph, ds.test.x).numpy() if is_ann else None

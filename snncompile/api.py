@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from snncompile import data as datasets
-from snncompile import progress
+from snncompile.runtime import progress
 from snncompile.errors import SnnCompileError
 from snncompile.ir.ops import Reset
 from snncompile.ir.graph import Graph
@@ -329,9 +329,9 @@ def _check_overflows(fixed_graph: Graph, stats: dict) -> None:
 
 def check_outdir(outdir: str | Path, inputs: tuple = ()) -> Path:
     """Refuse, before any work, an output folder that cannot be written or replaced whole
-    (``snncompile.outdir.check``: ``/``, links, files, read-only, holding the inputs or files
+    (``snncompile.runtime.outdir.check``: ``/``, links, files, read-only, holding the inputs or files
     snncompile did not write)."""
-    from snncompile import outdir as folders
+    from snncompile.runtime import outdir as folders
 
     return folders.check(outdir, tuple(p for p in inputs if isinstance(p, (str, Path))))
 
@@ -339,9 +339,9 @@ def check_outdir(outdir: str | Path, inputs: tuple = ()) -> Path:
 def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: Report, options: Options,
                    check_x: np.ndarray | None = None):
     """Write every file into a staging folder beside ``outdir``, then put it in ``outdir``'s
-    place whole (``snncompile.outdir.write``): no file of an earlier run stays beside the new
+    place whole (``snncompile.runtime.outdir.write``): no file of an earlier run stays beside the new
     ones, and on any failure or interrupt ``outdir`` is left as it was (or absent)."""
-    from snncompile import outdir as folders
+    from snncompile.runtime import outdir as folders
     from snncompile.backends import nir as nir_backend
 
     def fill(staging: Path) -> dict[str, Path]:

@@ -29,7 +29,7 @@ EXIT_MISMATCH = 1  # Lava and the reference simulator computed different bits
 EXIT_USER_ERROR = 2  # bad input: model, data or flags (SnnCompileError.exit_code)
 EXIT_FIDELITY = 3  # the fidelity gate (accuracy ratio / drop) failed
 EXIT_STRICT = 4  # --strict: something was clipped or wrapped (OverflowLimitError.exit_code)
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (snncompile/interrupts.py)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM gives 143 (snncompile/runtime/interrupts.py)
 
 MAX_STEPS = 10_000  # time steps per sample
 MAX_SAMPLES = 10_000  # samples compared on Lava; calibration samples
@@ -292,7 +292,7 @@ def inspect(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     import os
 
-    from snncompile import interrupts
+    from snncompile.runtime import interrupts
 
     as_json = "--json" in (sys.argv[1:] if argv is None else argv)
     if argv is None:  # the program itself (not a caller's thread): Ctrl-C and SIGTERM end it cleanly

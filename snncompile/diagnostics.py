@@ -101,7 +101,7 @@ def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, pro
     """For each T: convert and quantize at T, then the float SNN's and the reference simulator's
     test accuracy. ``options`` is api.Options; the test split is ``ds.test``."""
     from snncompile import api
-    from snncompile import progress as report_progress
+    from snncompile.runtime import progress as report_progress
     from snncompile.backends import reference
     from snncompile.sim import snn as float_snn
 

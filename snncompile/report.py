@@ -61,7 +61,7 @@ TIME_LABELS = {"ann_s": "ANN", "float_snn_s": "float SNN", "lava_s": "Lava"}
 
 def times_line(timings: dict) -> str:
     """'times: load 3.3 s, convert 0.5 s, ... (total 61.2 s)': each phase's seconds."""
-    from snncompile.progress import duration
+    from snncompile.runtime.progress import duration
 
     parts = [f"{TIME_LABELS.get(k, k.removesuffix('_s').replace('_', ' '))} {duration(v)}" for k, v in timings.items()]
     return f"times: {', '.join(parts)} (total {duration(sum(timings.values()))})"

@@ -146,7 +146,7 @@ def verify(outdir: str | Path, against: str | Path | None = None, tolerance: flo
     ``against`` (a recording.npz) or, when None, with Lava fixed_pt on the bundled samples.
 
     ``tolerance``: the largest fraction of differing values that still passes (0: identical).
-    ``progress``: report Lava's run per sample on stderr (snncompile.progress).
+    ``progress``: report Lava's run per sample on stderr (snncompile.runtime.progress).
     Returns keys identical, passed, tolerance, against, run_config, samples, sample_ids, steps,
     compared, differing, layers {name: {compared, differing, spikes_differing, v_differing,
     per_step}}, first_divergence (None or {layer, step, sample, neuron, quantity, expected, got})

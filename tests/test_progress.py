@@ -1,4 +1,4 @@
-"""Long runs say where they are (snncompile/progress.py): timestamped lines in a log, bars on a
+"""Long runs say where they are (snncompile/runtime/progress.py): timestamped lines in a log, bars on a
 terminal, nothing with --quiet; the summary says which network each accuracy belongs to and flags
 results at chance and layers that never fire."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snncompile import progress
+from snncompile.runtime import progress
 from snncompile.api import Options, compile_model
 from snncompile.ir import Dense, ReLU, chain
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snncompile import progress as report_progress
+from snncompile.runtime import progress as report_progress
 from snncompile.ir.graph import Graph
 from snncompile.sim import fixed
 from snncompile.sim.fixed import FixedResult, LayerStats

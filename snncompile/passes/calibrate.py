@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snncompile import progress as report_progress
+from snncompile.runtime import progress as report_progress
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import BiasEncoder, Conv2d, Dense, FixedConv2d, FixedDense, Flatten, Input, LoihiNeuron
 from snncompile.sim import fixed

@@ -15,7 +15,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from snncompile import progress as report_progress
+from snncompile.runtime import progress as report_progress
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import IF, LIF, Add, Concat, Conv2d, Dense, Integrator, Reset

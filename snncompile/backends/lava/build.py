@@ -49,12 +49,12 @@ from lava.proc.lif.process import LIF  # noqa: E402
 from lava.proc.monitor.process import Monitor  # noqa: E402
 from lava.utils.weightutils import SignMode, clip_weights, truncate_weights  # noqa: E402
 
-from snncompile import progress as report_progress  # noqa: E402
+from snncompile.runtime import progress as report_progress  # noqa: E402
 from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source  # noqa: E402
 from snncompile.backends.lava.processes import SubtractiveLIF  # noqa: E402
 from snncompile.backends.run_on_loihi import lava_groups  # noqa: E402  (one copy, in the standalone script)
 from snncompile.errors import BackendError, Problem  # noqa: E402
-from snncompile.interrupts import Interrupted, forget, on_hard_exit, stop_children  # noqa: E402
+from snncompile.runtime.interrupts import Interrupted, forget, on_hard_exit, stop_children  # noqa: E402
 from snncompile.ir.graph import Graph  # noqa: E402
 from snncompile.ir.ops import (  # noqa: E402
     Add,

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from snncompile import interrupts
+from snncompile.runtime import interrupts
 from snncompile.errors import SnnCompileError
 
 # Everything snncompile writes into OUTDIR (compile, and verify's pages).

@@ -24,16 +24,16 @@ def compile(model, target: str = "loihi2", data: str = "digits", outdir=None, **
 
     import torch
 
-    from snncompile import api
+    from snncompile import compiler
 
-    opts = api.Options(target=target, data=data, **options)
+    opts = compiler.Options(target=target, data=data, **options)
     if isinstance(model, torch.nn.Module):
         from snncompile.frontends.torch import from_module
 
         model = from_module(model, _example_input(model, data, options.get("input_shape")))
     if outdir is None:
         outdir = tempfile.mkdtemp(prefix="snncompile-")
-    return api.compile_model(model, outdir, opts)
+    return compiler.compile_model(model, outdir, opts)
 
 
 def _example_input(module, data: str, input_shape=None):

@@ -270,7 +270,7 @@ def inspect(argv: list[str]) -> int:
         args = inspect_parser().parse_args(argv)
     except UsageError as exc:
         return _fail(exc)
-    from snncompile.api import Options, inspect_model
+    from snncompile.compiler import Options, inspect_model
     from snncompile.report import ir_table
 
     options = Options(steps=args.steps, data=args.data, calib_data=args.calib_data,
@@ -340,7 +340,7 @@ def _main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except UsageError as exc:
         return _fail(exc, as_json="--json" in argv)
-    from snncompile.api import Options, compile_model
+    from snncompile.compiler import Options, compile_model
 
     options = Options(
         target=args.target, steps=args.steps, data=args.data, calib_data=args.calib_data, samples=args.samples,

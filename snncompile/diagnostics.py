@@ -1,4 +1,6 @@
-"""Measurements the report's plots show: ANN activation vs SNN rate per layer, and accuracy vs steps.
+"""Measurements the report's plots show: ANN activation vs SNN rate per layer, weight errors.
+
+(Accuracy vs steps reruns the compile stages: ``snncompile.compiler.sweep_steps``.)
 
 The SNN's rate output of a spiking layer, in the ANN's units, is the calibration pass's
 (``passes/calibrate.py``)
@@ -12,7 +14,6 @@ the ANN's logits. Both run on a few test samples only (``samples``), so the comp
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,28 +96,3 @@ def weight_error(snn_graph: Graph, fixed_graph: Graph) -> dict[str, float]:
         if den > 0:
             out[name] = float(np.sqrt(num / den))
     return out
-
-
-def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, progress: bool = False) -> list[dict]:
-    """For each T: convert and quantize at T, then the float SNN's and the reference simulator's
-    test accuracy. ``options`` is api.Options; the test split is ``ds.test``."""
-    from snncompile import api
-    from snncompile.runtime import progress as report_progress
-    from snncompile.backends import reference
-    from snncompile.sim import snn as float_snn
-
-    rows = []
-    for steps in report_progress.track(steps_list, "sweep", progress, unit="step counts", note="T={}".format):
-        opts = dataclasses.replace(options, steps=int(steps), progress=False)
-        snn = api.to_snn(graph, calib, opts)
-        float_run = float_snn.simulate(snn, ds.test.x, opts.steps, delay=1)
-        row = {"steps": opts.steps, "float_snn_accuracy": api.accuracy(next(iter(float_run.outputs.values())),
-                                                                        ds.test.y),
-               "snn_accuracy": None}
-        if options.target != "nir":
-            fixed_graph, _ = api._fixed_point(snn, calib, opts, graph)
-            logits, _ = reference.predict(fixed_graph, ds.test.x, opts.steps, device=options.device,
-                                          progress=progress)
-            row["snn_accuracy"] = api.accuracy(logits, ds.test.y)
-        rows.append(row)
-    return rows

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from snncompile.api import load_model
+from snncompile.compiler import load_model
 from snncompile.data import load
 from snncompile.errors import DataError
 from snncompile.passes import pipeline

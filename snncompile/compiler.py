@@ -1,0 +1,389 @@
+"""The compile stages: load, convert, calibrate, quantize, place, simulate, compare against Lava, report.
+
+Shared by the faces (``snncompile.api``, ``snncompile.cli``, ``snncompile.compile``) and by the
+measurements that rerun stages (``report.diagnostics``, ``report.sweep``); nothing here imports a face.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from snncompile import data as datasets
+from snncompile.runtime import progress
+from snncompile.errors import SnnCompileError
+from snncompile.ir.ops import Reset
+from snncompile.ir.graph import Graph
+from snncompile.passes import pipeline
+from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection
+from snncompile.passes.partition import Partition, Placement
+from snncompile.report import Report, build_report, write_report
+from snncompile.sim import ann
+from snncompile.sim import snn as float_snn
+from snncompile.sim.ann import encode_inputs
+from snncompile.sim.trace import compare
+from snncompile.targets.loihi2 import LOIHI2
+
+
+@dataclass(frozen=True)
+class Options:
+    target: str = "loihi2"
+    steps: int = 32
+    data: str = "digits"  # evaluation data: digits (its test split) or a .npz (see snncompile.data)
+    calib_data: str | None = None  # calibration data; default: digits' train split / part of --data
+    samples: int = 4  # samples run on Lava and compared bit for bit
+    calib_samples: int = 256
+    percentile: float = 100.0
+    threshold: str = "max"  # threshold balancing: max | percentile | mse (passes.convert)
+    calibrate: str = "none"  # none | light | advanced, in fixed point (passes.calibrate)
+    calib_iterations: int = 300  # Adam steps per layer of advanced's weight calibration
+    min_accuracy_ratio: float | None = None  # fidelity gate: SNN / reference accuracy at least this
+    max_accuracy_drop: float | None = None  # fidelity gate: reference − SNN accuracy, in points, at most
+    device: str | None = None
+    progress: bool = True
+    chips: int = 1  # Loihi 2 chips the model must fit on (loihi2 and netx targets)
+    arch: str | None = None  # package.module:factory building the module a state_dict fills
+    trust_pickle: bool = False  # unpickle a whole pickled nn.Module (can execute code)
+    input_shape: tuple[int, ...] | None = None  # one sample's shape, for TorchScript/state_dict
+    strict: bool = False  # any clipped or wrapped value is an error (OverflowLimitError)
+    sweep_steps: tuple[int, ...] = ()  # also convert at each T and report the accuracy (report: sweep)
+    activation_samples: int = 64  # test samples for the report's ANN-activation-vs-SNN-rate comparison
+    nir_dt: float | None = None  # a NIR file's step (default: its metadata, else its producer's convention)
+    nir_reset: str | None = None  # a NIR file's reset where it records none: zero | subtract
+    nir_flavor: str = "nir"  # model.nir for: nir (sinabs, norse, SpikingJelly) | snntorch | rockpool | snncompile
+    allow_silent: bool = False  # a spiking model silent or saturated on the calibration data: warn, not fail
+    maxpool: str = "error"  # MaxPool2d: error (refuse, naming --maxpool) | avg (AvgPool2d, same window)
+
+
+@dataclass
+class Compiled:
+    """Everything one compilation produced."""
+
+    float_graph: Graph
+    snn_graph: Graph
+    fixed_graph: Graph | None
+    report: Report
+    files: dict[str, Path] = field(default_factory=dict)
+    placement: Placement | None = None  # where the fixed-point graph's neurons go on Loihi 2
+
+
+@dataclass
+class Inspection:
+    """A model compiled to Loihi 2 fixed point and placed on cores, without running it."""
+
+    float_graph: Graph
+    snn_graph: Graph
+    fixed_graph: Graph
+    placement: Placement
+
+
+TARGETS = ("loihi2", "netx", "nir")
+
+
+def load_model(path: str | Path, options: Options | None = None) -> Graph:
+    """A float IR graph from a model file, its format told by its content, not its name
+    (``snncompile.frontends.detect``): torch.export, TorchScript, a state_dict with
+    ``options.arch``, a pickled module only with ``options.trust_pickle``, ONNX or NIR."""
+    from snncompile.frontends.detect import LoadOptions, load
+
+    options = options or Options()
+    return load(Path(path), LoadOptions(arch=options.arch, trust_pickle=options.trust_pickle,
+                                        input_shape=options.input_shape, data=options.data,
+                                        nir_dt=options.nir_dt, nir_reset=options.nir_reset))
+
+
+def prepare(graph: Graph, options: Options) -> Graph:
+    """The ANN the compiler converts: every MaxPool2d replaced by an AvgPool2d of the same window
+    (``options.maxpool`` avg) or refused with an error naming the flag (passes.maxpool)."""
+    from snncompile.passes.maxpool import SubstituteMaxPool
+
+    return pipeline.run(graph, (SubstituteMaxPool(options.maxpool),))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
+    if labels is None:
+        return None
+    # a readout of shape (C, 1, 1) (global pooling after the last conv) counts as C classes
+    return float(np.mean(np.argmax(np.asarray(logits).reshape(len(logits), -1), axis=1) == labels))
+
+
+def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
+    """The float SNN: an ANN is converted (netx needs reset to zero); an SNN keeps its neurons."""
+    if any(op.neuron for _, op in graph.nodes()):
+        return pipeline.run(graph, pipeline.spiking())
+    reset = Reset.ZERO if options.target == "netx" else Reset.SUBTRACT
+    passes = pipeline.convert(calib, options.percentile, reset=reset, mode=options.threshold, steps=options.steps)
+    return pipeline.run(graph, passes)
+
+
+def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | None = None,
+                timings: dict | None = None) -> tuple[Graph, Placement]:
+    """Quantize the float SNN for Loihi 2 (and calibrate it against ``ann`` when asked), then
+    place it on ``options.chips`` chips (raises ResourceError when it does not fit); each phase's
+    seconds go to ``timings``."""
+    phase = progress.phases(options.progress, timings)
+    if options.chips < 1:
+        raise SnnCompileError(f"chips must be at least 1, got {options.chips}")
+    if options.calibrate not in CALIBRATIONS:
+        raise SnnCompileError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, not '{options.calibrate}'")
+    bias_exp = 6 if options.target == "netx" else None
+    with phase("quantize"):
+        fixed_graph = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
+                                                           bias_exp=bias_exp),))
+    t0 = time.perf_counter()
+    calibration = None
+    if options.calibrate == "light" and ann is not None:
+        calibration = BiasCorrection(ann=ann, data=calib, steps=options.steps, bias_exp=bias_exp,
+                                     progress=options.progress)
+    elif options.calibrate == "advanced" and ann is not None:
+        # netx cannot hold an initial membrane potential: no potential initialization there
+        calibration = AdvancedCalibration(ann=ann, data=calib, steps=options.steps, bias_exp=bias_exp,
+                                          potential_init=options.target != "netx",
+                                          iterations=options.calib_iterations, progress=options.progress)
+    if calibration is not None:
+        with phase("calibrate"):
+            fixed_graph = pipeline.run(fixed_graph, (calibration,))
+    builder = fixed_graph.edit()
+    builder.metadata = {**builder.metadata, "calibration": {
+        "mode": options.calibrate if calibration is not None else "none",
+        "requested": options.calibrate, "samples": len(calib),
+        "seconds": round(time.perf_counter() - t0, 3) if calibration is not None else 0.0,
+        "in_fixed_point": True,
+    }}
+    fixed_graph = builder.build()
+    with phase("place"):
+        return fixed_graph, Partition(target=LOIHI2, chips=options.chips)(fixed_graph)
+
+
+def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, progress: bool = False) -> list[dict]:
+    """For each T: convert and quantize at T, then the float SNN's and the reference simulator's
+    test accuracy. ``options`` is an Options; the test split is ``ds.test``."""
+    from snncompile.runtime import progress as report_progress
+    from snncompile.backends import reference
+    from snncompile.sim import snn as float_snn
+
+    rows = []
+    for steps in report_progress.track(steps_list, "sweep", progress, unit="step counts", note="T={}".format):
+        opts = dataclasses.replace(options, steps=int(steps), progress=False)
+        snn = to_snn(graph, calib, opts)
+        float_run = float_snn.simulate(snn, ds.test.x, opts.steps, delay=1)
+        row = {"steps": opts.steps, "float_snn_accuracy": accuracy(next(iter(float_run.outputs.values())),
+                                                                    ds.test.y),
+               "snn_accuracy": None}
+        if options.target != "nir":
+            fixed_graph, _ = fixed_point(snn, calib, opts, graph)
+            logits, _ = reference.predict(fixed_graph, ds.test.x, opts.steps, device=options.device,
+                                          progress=progress)
+            row["snn_accuracy"] = accuracy(logits, ds.test.y)
+        rows.append(row)
+    return rows
+
+
+CALIBRATIONS = ("none", "light", "advanced")
+
+
+def load_data(graph: Graph, options: Options) -> datasets.Dataset:
+    """The evaluation and calibration data of ``options`` for ``graph``, checked against its input
+    shape and output count before any work starts."""
+    (inp,) = graph.input_names()
+    outputs = graph.output_names()
+    classes = int(np.prod(graph.shape(outputs[0]))) if len(outputs) == 1 else None
+    ds = datasets.load(options.data, graph.shape(inp), calib_spec=options.calib_data, classes=classes)
+    if (options.min_accuracy_ratio is not None or options.max_accuracy_drop is not None) and ds.test.y is None:
+        raise SnnCompileError(f"{options.data}: the fidelity gate needs labels ('y') in the evaluation data")
+    return ds
+
+
+def fidelity_gate(report: Report, options: Options) -> dict | None:
+    """The gate's verdict (also stored in report.json as ``fidelity_gate``), or None when no
+    gate was asked for. The reference accuracy is the ANN's, or the float SNN's for a model that
+    was already spiking."""
+    if options.min_accuracy_ratio is None and options.max_accuracy_drop is None:
+        return None
+    d = report.data
+    snn = d["snn_accuracy"] if d["snn_accuracy"] is not None else d["float_snn_accuracy"]
+    ref_name, ref = ("ANN", d["ann_accuracy"]) if d["ann_accuracy"] is not None else \
+        ("float SNN", d["float_snn_accuracy"])
+    verdict = {"reference": ref_name, "reference_accuracy": ref, "snn_accuracy": snn, "failures": []}
+    if ref is None or snn is None:
+        verdict["failures"].append("accuracy not available")
+    else:
+        if options.min_accuracy_ratio is not None:
+            ratio = snn / ref if ref else 0.0
+            verdict["min_accuracy_ratio"] = options.min_accuracy_ratio
+            if ratio < options.min_accuracy_ratio:
+                verdict["failures"].append(f"SNN/{ref_name} accuracy ratio {ratio:.4f} < {options.min_accuracy_ratio}")
+        if options.max_accuracy_drop is not None:
+            drop = 100 * (ref - snn)
+            verdict["max_accuracy_drop"] = options.max_accuracy_drop
+            if drop > options.max_accuracy_drop:
+                verdict["failures"].append(f"accuracy drop {drop:.2f} pp > {options.max_accuracy_drop} pp "
+                                           f"({ref_name} {100 * ref:.2f} %, SNN {100 * snn:.2f} %)")
+    verdict["passed"] = not verdict["failures"]
+    return verdict
+
+
+def inspect_model(model: str | Path | Graph, options: Options = Options()) -> Inspection:
+    """Compile ``model`` to Loihi 2 fixed point and place it on cores; runs nothing, writes nothing."""
+    graph = prepare(model if isinstance(model, Graph) else load_model(model, options), options)
+    ds = load_data(graph, options)
+    calib = ds.train.x[: options.calib_samples]
+    snn = to_snn(graph, calib, options)
+    fixed_graph, placement = fixed_point(snn, calib, options, graph)
+    return Inspection(graph, snn, fixed_graph, placement)
+
+
+def compile_model(model: str | Path | Graph, outdir: str | Path, options: Options = Options()) -> Compiled:
+    """Compile ``model`` for ``options.target``, check it on the data, write outputs to ``outdir``.
+
+    loihi2: fixed point, reference simulator on the test split, Lava on ``samples`` samples,
+    model.nir; netx: the same with reset to zero and biases netx can hold, plus model.net;
+    nir: the float SNN only (model.nir). Every target writes report.json and report.md.
+    loihi2 and netx also place the fixed-point graph on ``chips`` Loihi 2 chips (ResourceError,
+    before anything runs, when it does not fit) and report the resources.
+    Outputs are written to a temporary folder first and moved into ``outdir`` only when everything
+    succeeded: a failure leaves no half-written output.
+    """
+    if options.target not in TARGETS:
+        raise SnnCompileError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
+    check_outdir(outdir, inputs=(model, options.data, options.calib_data))
+    timings = {}
+    # each phase's start, progress and seconds; log lines held back until the checks below pass
+    phase = progress.phases(options.progress, timings, hold=True)
+    with phase("load"):
+        original = model if isinstance(model, Graph) else load_model(model, options)
+        graph = prepare(original, options)
+        ds = load_data(graph, options)
+        calib = ds.train.x[: options.calib_samples]
+
+    with phase("convert"):
+        snn = to_snn(graph, calib, options)
+        is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
+    fixed_graph, placement = None, None
+    if options.target != "nir":
+        fixed_graph, placement = fixed_point(snn, calib, options, graph, timings)
+        if options.strict:
+            _check_overflows(fixed_graph, {})  # values clipped by quantization: fail before any run
+    if not is_ann:  # a spiking model (NIR, trained SNN) read with the wrong dt is silent: refuse it
+        from snncompile.sim import activity
+
+        with phase("activity"):
+            activity.check(snn, calib, options.steps, allow=options.allow_silent)
+
+    with phase("ANN"):
+        ann_logits = ann.forward(graph, ds.test.x).numpy() if is_ann else None
+    with phase("float SNN"):
+        float_run = float_snn.simulate(snn, ds.test.x, options.steps, delay=1, progress=options.progress)
+    float_logits = next(iter(float_run.outputs.values()))
+
+    snn_logits, stats, comparison = None, {}, None
+    if fixed_graph is not None:
+        from snncompile.backends import reference
+
+        with phase("reference"):
+            snn_logits, stats = reference.predict(
+                fixed_graph, ds.test.x, options.steps, device=options.device, progress=options.progress
+            )
+            if options.strict:
+                _check_overflows(fixed_graph, stats)  # before Lava runs: fail fast
+
+        with phase("Lava"):
+            check = ds.test.x[: options.samples]
+            encoded = encode_inputs(fixed_graph, check)
+            ref_trace = reference.run(fixed_graph, check, options.steps, device=options.device).trace
+            from snncompile.backends.lava import run_lava
+
+            lava_trace = run_lava(fixed_graph, check, options.steps, encoded=encoded, progress=options.progress)
+            comparison = compare(ref_trace, lava_trace)
+
+    activations, weight_errors, sweep = {}, {}, None
+    if fixed_graph is not None:
+        from snncompile import diagnostics
+
+        with phase("diagnostics"):
+            weight_errors = diagnostics.weight_error(snn, fixed_graph)
+            if is_ann and options.activation_samples:
+                activations = diagnostics.activation_comparison(
+                    graph, fixed_graph, ds.test.x[: options.activation_samples], options.steps,
+                    device=options.device)
+    if options.sweep_steps:
+        with phase("sweep"):
+            sweep = sweep_steps(graph, ds, calib, options, options.sweep_steps,
+                                            progress=options.progress)
+
+    progress.release()
+    report = build_report(
+        options=options, float_graph=graph, snn_graph=snn, fixed_graph=fixed_graph,
+        ann_accuracy=accuracy(ann_logits, ds.test.y) if is_ann else None,
+        float_snn_accuracy=accuracy(float_logits, ds.test.y),
+        snn_accuracy=None if snn_logits is None else accuracy(snn_logits, ds.test.y),
+        ann_logits=ann_logits, snn_logits=None if snn_logits is None else snn_logits / options.steps,
+        stats=stats, comparison=comparison, test_samples=len(ds.test), calib_samples=len(calib),
+        timings=timings, placement=placement, activations=activations, weight_errors=weight_errors,
+        sweep=sweep, data_info=ds.describe(options.calib_samples) | {
+            "accuracies": "every accuracy is measured on the evaluation data; calibration (thresholds, "
+                          "fixed-point ranges, bias/weight calibration) saw only the calibration data"},
+    )
+    report.data["fidelity_gate"] = fidelity_gate(report, options)
+    if graph is not original:  # --maxpool avg changed the ANN: its accuracy before and after
+        report.data["maxpool"] = {
+            **graph.metadata.get("maxpool", {}),
+            "ann_accuracy_before": accuracy(ann.forward(original, ds.test.x).numpy(), ds.test.y),
+            "ann_accuracy_after": report.data.get("ann_accuracy"),
+        }
+    check_x = ds.test.x[: options.samples] if fixed_graph is not None else None
+    with phase("write"):
+        files = _write_outputs(Path(outdir), snn, fixed_graph, report, options, check_x=check_x)
+    report.data["timings_s"]["write_s"] = round(timings["write_s"], 3)  # for the summary; not in report.json
+    return Compiled(graph, snn, fixed_graph, report, files, placement)
+
+
+def _check_overflows(fixed_graph: Graph, stats: dict) -> None:
+    """``strict``: any clipped or wrapped value (quantization or simulation) is an error."""
+    from snncompile.errors import OverflowLimitError
+    from snncompile.report import overflow_counts, overflow_summary
+
+    found = overflow_summary(overflow_counts(fixed_graph, stats))
+    if found:
+        raise OverflowLimitError(f"--strict: values clipped or wrapped in {len(found)} layer(s): "
+                                 f"{'; '.join(found)}; nothing written (lower the input range or the "
+                                 "steps, or drop --strict to accept and count them)")
+
+
+def check_outdir(outdir: str | Path, inputs: tuple = ()) -> Path:
+    """Refuse, before any work, an output folder that cannot be written or replaced whole
+    (``snncompile.runtime.outdir.check``: ``/``, links, files, read-only, holding the inputs or files
+    snncompile did not write)."""
+    from snncompile.runtime import outdir as folders
+
+    return folders.check(outdir, tuple(p for p in inputs if isinstance(p, (str, Path))))
+
+
+def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: Report, options: Options,
+                   check_x: np.ndarray | None = None):
+    """Write every file into a staging folder beside ``outdir``, then put it in ``outdir``'s
+    place whole (``snncompile.runtime.outdir.write``): no file of an earlier run stays beside the new
+    ones, and on any failure or interrupt ``outdir`` is left as it was (or absent)."""
+    from snncompile.runtime import outdir as folders
+    from snncompile.backends import nir as nir_backend
+
+    def fill(staging: Path) -> dict[str, Path]:
+        files = {"nir": nir_backend.write(snn, staging / "model.nir", flavor=options.nir_flavor)}
+        if options.target == "netx":
+            from snncompile.backends import netx
+
+            files["netx"] = netx.write(fixed_graph, staging / "model.net")
+        if fixed_graph is not None and check_x is not None:
+            # the run bundle: the Lava graph and the compared samples, replayable without the model
+            from snncompile.backends import bundle
+
+            files.update(bundle.write(fixed_graph, staging, steps=options.steps, x=check_x))
+            files["run_on_loihi"] = bundle.write_script(staging)
+        files.update(write_report(report, staging))
+        return files
+
+    return folders.write(check_outdir(outdir), fill)

@@ -36,7 +36,7 @@ $PIP install --no-deps "sinabs==3.1.3" "norse==1.1.0" "spikingjelly==2.0.0" "roc
 #    snncompile.backends.lava.compat, not by editing site-packages.
 $PIP install --no-deps -e . 2>&1 | { grep -v "is ignored" || true; }
 "$VENV/bin/python" -c "import torch, lava, nir, onnx, onnxruntime, networkx, sklearn, snntorch, nirtorch, matplotlib; assert torch.__version__.startswith('2.13.0'), torch.__version__"
-# 5. Headless Chromium, to render report.html as a person sees it (python -m snncompile.render and
+# 5. Headless Chromium, to render report.html as a person sees it (python -m snncompile.report.render and
 #    tests/test_report_html.py, which skips without it). A system package: only as root with apt-get.
 if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 and ``snncompile inspect MODEL [--data ...] [--steps T] [--chips N]``: the fixed-point IR as a table
 with the Loihi 2 cores of every layer (compiles, runs nothing, writes nothing).
 
-``snncompile verify OUTDIR [--against recording.npz]`` (snncompile/verify.py) replays a run
+``snncompile verify OUTDIR [--against recording.npz]`` (snncompile/report/verify.py) replays a run
 bundle on the reference simulator and compares it bit for bit with Lava or a recording.
 
 ``inspect`` and ``verify`` are first words, not subparsers, so that ``snncompile MODEL ...`` keeps working as it
@@ -23,6 +23,7 @@ import sys
 import warnings
 
 from snncompile.errors import SnnCompileError
+from snncompile.runtime.device import device_arg
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1  # Lava and the reference simulator computed different bits
@@ -86,19 +87,6 @@ def _arch(text: str) -> str:
     where, _, factory = text.rpartition(":")
     if not where or not factory.isidentifier():
         raise argparse.ArgumentTypeError(f"must be package.module:factory or path/to/file.py:factory, got '{text}'")
-    return text
-
-
-def _device(text: str) -> str:
-    import re
-
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got '{text}'")
-    if text.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"'{text}' requested but no CUDA device is available; use cpu")
     return text
 
 
@@ -209,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-steps", type=_steps_list, default=(), metavar="T1,T2,...",
                    help="also convert at each of these step counts and report (and plot) the test "
                    "accuracy against T, e.g. 4,8,16,32")
-    p.add_argument("--device", type=_device, default=None,
+    p.add_argument("--device", type=device_arg, default=None,
                    help="reference simulator device: cpu or cuda (default: cuda if present)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress on stderr (bars on a terminal, timestamped lines otherwise)")
@@ -271,7 +259,7 @@ def inspect(argv: list[str]) -> int:
     except UsageError as exc:
         return _fail(exc)
     from snncompile.compiler import Options, inspect_model
-    from snncompile.report import ir_table
+    from snncompile.report.build import ir_table
 
     options = Options(steps=args.steps, data=args.data, calib_data=args.calib_data,
                       calib_iterations=args.calib_iterations, calib_samples=args.calib_samples,
@@ -333,7 +321,7 @@ def _main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["inspect"]:
         return inspect(argv[1:])
     if argv[:1] == ["verify"]:
-        from snncompile.verify import main as verify_main
+        from snncompile.report.verify import main as verify_main
 
         return verify_main(argv[1:])
     try:

@@ -21,7 +21,7 @@ from snncompile.ir.graph import Graph
 from snncompile.passes import pipeline
 from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection
 from snncompile.passes.partition import Partition, Placement
-from snncompile.report import Report, build_report, write_report
+from snncompile.report.build import Report, build_report, write_report
 from snncompile.sim import ann
 from snncompile.sim import snn as float_snn
 from snncompile.sim.ann import encode_inputs
@@ -302,7 +302,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
 
     activations, weight_errors, sweep = {}, {}, None
     if fixed_graph is not None:
-        from snncompile import diagnostics
+        from snncompile.report import diagnostics
 
         with phase("diagnostics"):
             weight_errors = diagnostics.weight_error(snn, fixed_graph)
@@ -345,7 +345,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
 def _check_overflows(fixed_graph: Graph, stats: dict) -> None:
     """``strict``: any clipped or wrapped value (quantization or simulation) is an error."""
     from snncompile.errors import OverflowLimitError
-    from snncompile.report import overflow_counts, overflow_summary
+    from snncompile.report.build import overflow_counts, overflow_summary
 
     found = overflow_summary(overflow_counts(fixed_graph, stats))
     if found:

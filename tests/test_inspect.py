@@ -13,7 +13,7 @@ from torch import nn
 
 from snncompile import cli
 from snncompile.api import Options, inspect_model
-from snncompile.report import build_report, ir_table, write_report
+from snncompile.report.build import build_report, ir_table, write_report
 from snncompile.sim.fixed import LayerStats
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from snncompile.errors import OverflowLimitError
 from snncompile.ir import BiasEncoder, Dense, FixedDense, GraphBuilder, Input, LoihiNeuron, Output, Reset, chain
 from snncompile.ir.ops import IF, Integrator
 from snncompile.passes.quantize import Quantize
-from snncompile.report import overflow_counts
+from snncompile.report.build import overflow_counts
 from snncompile.sim import fixed
 from snncompile.targets.loihi2 import LOIHI2
 

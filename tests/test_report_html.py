@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 import snncompile
-from snncompile import render
+from snncompile.report import render
 from snncompile.data import digits
-from snncompile.report_html import FIGURES, comparison_as_verify, verify_html, verify_markdown, write_verify
+from snncompile.report.html import FIGURES, comparison_as_verify, verify_html, verify_markdown, write_verify
 from snncompile.sim import fixed
 from snncompile.sim.trace import Trace, compare
 
@@ -148,7 +148,7 @@ def test_compile_time_divergence_section(compiled):
 def test_verify_divergence_section_shows_both_values(compiled):
     """`snncompile verify`'s own comparison (verify.compare_layers) of the same traces: the section
     and its markdown give layer, step, sample, neuron and both values, and a per-step figure."""
-    from snncompile.verify import compare_layers
+    from snncompile.report.verify import compare_layers
 
     result, _ = compiled
     ref, other = _tampered_traces(result)
@@ -172,7 +172,7 @@ def test_verify_divergence_section_shows_both_values(compiled):
 
 def test_verify_on_the_compiled_bundle_renders_identical(compiled, tmp_path):
     """The real `snncompile verify` on the compile's own outputs (Lava again), rendered."""
-    from snncompile.verify import verify
+    from snncompile.report.verify import verify
 
     _, out = compiled
     verified = verify(out)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snncompile.verify import main as verify_main
-from snncompile.verify import verify
+from snncompile.report.verify import main as verify_main
+from snncompile.report.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "examples" / "digits_mlp.pt2"

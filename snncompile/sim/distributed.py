@@ -5,9 +5,9 @@ and totals with ``all_reduce``. The simulator's integers do not depend on the ba
 so the accuracy equals the one-process result exactly, for any number of ranks.
 
 This module needs only the IR and the simulator; compiling a model file and the command line,
-which need the frontends and passes, are in ``snncompile.sweep``:
+which need the frontends and passes, are in ``snncompile.report.sweep``:
 
-    torchrun --nproc-per-node 2 -m snncompile.sweep MODEL --steps 32 [--device cpu]
+    torchrun --nproc-per-node 2 -m snncompile.report.sweep MODEL --steps 32 [--device cpu]
 """
 
 from __future__ import annotations

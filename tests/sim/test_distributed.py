@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from snncompile.sim.distributed import Accuracy, shard
-from snncompile.sweep import evaluate_model
+from snncompile.report.sweep import evaluate_model
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "examples" / "digits_mlp.pt2"
@@ -39,7 +39,7 @@ def test_two_ranks_equal_one_process_exactly():
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-        "-m", "snncompile.sweep", str(MODEL), *ARGS,
+        "-m", "snncompile.report.sweep", str(MODEL), *ARGS,
     ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -14,8 +14,8 @@ import base64
 import html
 from pathlib import Path
 
-from snncompile import plots
-from snncompile.report import accuracy_labels
+from snncompile.report import plots
+from snncompile.report.labels import accuracy_labels
 
 FIGURES = (  # (file stem, section id, title)
     ("firing_rates", "firing-rates", "Per-layer firing rates"),

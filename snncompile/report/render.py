@@ -59,10 +59,10 @@ def screenshot(html_path: str | Path, png_path: str | Path, width: int = 1200, h
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m snncompile.render OUTDIR/report.html OUT.png``: render, print the PNG's path."""
+    """``python -m snncompile.report.render OUTDIR/report.html OUT.png``: render, print the PNG's path."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m snncompile.render", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m snncompile.report.render", description=main.__doc__)
     p.add_argument("html")
     p.add_argument("png")
     p.add_argument("--width", type=int, default=1200)

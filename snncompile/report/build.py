@@ -15,6 +15,7 @@ import snncompile
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import IF, FixedConv2d, FixedDense, Flatten, LoihiNeuron, Output
 from snncompile.passes.partition import Placement, connections, incoming, spike_source
+from snncompile.report.labels import accuracy_labels
 from snncompile.targets.loihi2 import LOIHI2
 
 
@@ -324,15 +325,6 @@ def data_lines(d: dict) -> list[str]:
     return lines
 
 
-def accuracy_labels(d: dict) -> list[tuple[str, str]]:
-    mode = (d.get("calibration") or {}).get("mode", "none")
-    cal = "" if mode == "none" else f"{mode} calibration"
-    return [("ann_accuracy", "ANN (float)"),
-            ("float_snn_accuracy", "SNN (float, one step of delay per synaptic layer"
-             + (f", before {cal})" if cal else ")")),
-            ("snn_accuracy", "SNN (Loihi 2 fixed point" + (f" after {cal}" if cal else "") + ", reference)")]
-
-
 def _md(report: Report) -> str:
     d = report.data
     be = d["bit_exact"]
@@ -473,7 +465,7 @@ def _clean(obj):
 
 
 def write_report(report: Report, outdir: Path) -> dict[str, Path]:
-    from snncompile import report_html  # matplotlib loads only when a report is written
+    from snncompile.report import html as report_html  # matplotlib loads only when a report is written
 
     json_path = outdir / "report.json"
     md_path = outdir / "report.md"

@@ -1,6 +1,6 @@
 """Accuracy sweep of a model file over a data set, data-parallel under torchrun.
 
-    torchrun --nproc-per-node 2 -m snncompile.sweep MODEL --steps 32 [--device cpu]
+    torchrun --nproc-per-node 2 -m snncompile.report.sweep MODEL --steps 32 [--device cpu]
 
 Without torchrun (no process group) the same command runs as one process. The backend is gloo
 on the CPU and nccl on CUDA, where rank r uses GPU ``LOCAL_RANK``. The sharding and the
@@ -58,7 +58,7 @@ def _init_from_env(device: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m snncompile.sweep", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m snncompile.report.sweep", description=__doc__.splitlines()[0])
     p.add_argument("model", help="a float model file (torch.export .pt2)")
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--data", default="digits", help="digits or a .npz with x, y (and x_train)")

@@ -251,9 +251,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="largest fraction of differing values that still exits 0 (default 0: identical)")
     p.add_argument("--samples", type=int, default=None, help="compare only the first N samples")
-    from snncompile.cli import _device
+    from snncompile.runtime.device import device_arg
 
-    p.add_argument("--device", type=_device, default=None, help="reference simulator device: cpu or cuda")
+    p.add_argument("--device", type=device_arg, default=None, help="reference simulator device: cpu or cuda")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress of the Lava run on stderr")
     return p
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         if "--json" in argv:
             print(json.dumps({"error": message, "exit_code": EXIT_USER_ERROR}))
         return EXIT_USER_ERROR
-    from snncompile.report_html import write_verify
+    from snncompile.report.html import write_verify
 
     written = write_verify(result, args.outdir)  # the report's verify section, as a page of its own
     if args.json:

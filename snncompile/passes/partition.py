@@ -43,7 +43,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.ops import LoihiNeuron
 from snncompile.targets.loihi2 import LOIHI2, Loihi2
 from snncompile.targets.loihi2_cores import (  # noqa: F401  (re-exported: report.py, tests)
-    Box, ConvEdge, DenseEdge, FanOut, Usage, box_usage, capacity, connections, coverage, edges, grid,
+    Box, ConvEdge, DenseEdge, FanOut, Usage, box_usage, capacity, connections, coverage, dense_axons, edges, grid,
     incoming, spike_source, unsplit_usage)
 
 
@@ -277,6 +277,7 @@ class _Population:
                                     "x1": np.ones(n, np.int64)})
         fo_prefix = np.concatenate([[0], np.cumsum(per_neuron)])
         sources = sorted({e.source for e in self.dense})
+        grids = {e.source: e.src_grid for e in self.dense}
         ranges, usages, start = [], [], 0
         while start < n:
             masks = {s: None for s in sources}
@@ -290,7 +291,7 @@ class _Population:
                         if e.source == s:
                             row = e.nonzero[stop] if row is None else row | e.nonzero[stop]
                     m = row if masks[s] is None else masks[s] | row
-                    new_masks[s], new_fan_in = m, new_fan_in + int(np.count_nonzero(m))
+                    new_masks[s], new_fan_in = m, new_fan_in + dense_axons(grids[s], m)
                 new_stored = stored + sum(int(e.row_prefix[stop + 1] - e.row_prefix[stop]) for e in self.dense)
                 u = np.array([stop + 1 - start, new_stored * t.weight_bytes + new_fan_in * t.axon_bytes,
                               new_fan_in, fo_prefix[stop + 1] - fo_prefix[start]], dtype=np.int64)

@@ -6,7 +6,11 @@ The routing model (Loihi 1 as published, and as nengo-loihi programs it; Loihi 2
   taken as (N, 1, 1). A core holds *boxes*: channels c0:c1 × rows y0:y1 × columns x0:x1 of one
   population, with every synapse that ends on them.
 - **Input axons** (a core's synapse-map entries, "fan-in"): one per source neuron for a dense
-  synapse; one per *source pixel* for a convolution, whose spike carries the channel as an atom
+  synapse from a vector population; one per *source pixel* for a convolution, and for a dense
+  synapse from an image population (a Linear reading pooled feature maps: the same population
+  axons, the atom selecting that channel's weights, which stay stored per (pixel, channel,
+  target); without them VGG's and AlexNet's first Linear at 224×224 would need 25,088 and 9,216
+  input axons on one core, beyond the 4,096 assumed); for a convolution, whose spike carries the channel as an atom
   that selects the kernel slice (population axons: nengo-loihi's ``build_conv2d_connection``,
   ``Synapse(n_pixels)`` with ``pixel_idxs`` as axons and ``channel_idxs`` as atoms). Several
   synaptic ops from one source share the axons.
@@ -244,6 +248,15 @@ class DenseEdge:
         return self.nonzero[start:stop].any(axis=0)
 
 
+def dense_axons(src_grid: tuple[int, int, int], mask: np.ndarray) -> int:
+    """Input axons of a dense synapse reading the source neurons in ``mask``: one per neuron of a
+    vector population, one per pixel of an image population (population axons, see above)."""
+    c, h, w = src_grid
+    if h * w == 1:
+        return int(np.count_nonzero(mask))
+    return int(np.count_nonzero(np.asarray(mask).reshape(c, h, w).any(axis=0)))
+
+
 def edges(graph: Graph, population: str) -> list[ConvEdge | DenseEdge]:
     return [ConvEdge(graph, s) if isinstance(graph.op(s), FixedConv2d) else DenseEdge(graph, s)
             for s in incoming(graph, population)]
@@ -339,7 +352,7 @@ def box_usage(b: dict[str, np.ndarray], conv: list[ConvEdge], fan_out: FanOut, t
 
 def unsplit_usage(edges_in: list, size: int, target: Loihi2, senders: int) -> Usage:
     """What the whole population needs if it sat on one core: the lower bound's terms (exact)."""
-    stored, conv_pixels, dense_reach = 0, {}, {}
+    stored, conv_pixels, dense_reach, grids = 0, {}, {}, {}
     for e in edges_in:
         if isinstance(e, ConvEdge):
             stored += int(e.kernel_prefix[-1])
@@ -349,5 +362,7 @@ def unsplit_usage(edges_in: list, size: int, target: Loihi2, senders: int) -> Us
             stored += int(e.row_prefix[-1])
             reached = e.reached(0, e.nonzero.shape[0])
             dense_reach[e.source] = reached | dense_reach[e.source] if e.source in dense_reach else reached
-    fan_in = sum(int(m.sum()) for m in conv_pixels.values()) + sum(int(m.sum()) for m in dense_reach.values())
+            grids[e.source] = e.src_grid
+    fan_in = sum(int(m.sum()) for m in conv_pixels.values()) + sum(
+        dense_axons(grids[s], m) for s, m in dense_reach.items())
     return Usage(size, stored * target.weight_bytes + fan_in * target.axon_bytes, fan_in, senders)

@@ -108,7 +108,7 @@ def brute_connectivity(graph, synapse) -> np.ndarray:
 
 def exact_core_usage(graph, placement, target) -> list[Usage]:
     """What each core really holds, written from the model's definitions: input axons per source
-    neuron (dense) or source pixel (conv) and kernels counted once per core, output axons per
+    neuron (dense from a vector) or source pixel (conv, or dense from an image) and kernels counted once per core, output axons per
     (neuron, destination core) for dense and per (pixel, destination core) for conv (the neurons of
     one pixel share their population axon entries)."""
     synapses = graph.find((FixedDense, FixedConv2d))
@@ -123,6 +123,10 @@ def exact_core_usage(graph, placement, target) -> list[Usage]:
         shape = graph.shape(population)
         return j % int(np.prod(shape[1:])) if len(shape) == 3 else j
 
+    def per_pixel(population):  # a dense synapse from an image population uses population axons too
+        shape = graph.shape(population)
+        return len(shape) == 3 and shape[1] * shape[2] > 1
+
     usage = []
     for core in range(placement.cores_used):
         here = [s for s in placement.slices if s.core == core]
@@ -135,7 +139,7 @@ def exact_core_usage(graph, placement, target) -> list[Usage]:
                 src = spike_source(graph, syn)
                 rows = s.indices()
                 for j in np.nonzero(conn[syn][rows].any(axis=0))[0]:
-                    axons_in.add((src, is_conv[syn], pixel(src, j) if is_conv[syn] else j))
+                    axons_in.add((src, is_conv[syn], pixel(src, j) if is_conv[syn] or per_pixel(src) else j))
                 op = graph.op(syn)
                 if is_conv[syn]:
                     kernels |= {(syn, c) for c in range(s.box.c0, s.box.c1)}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from snncompile.frontends.lowering import Reject
+from snncompile.frontends.torch_values import Act
 from snncompile.ir import ops as ir
 from snncompile.nn import ops as _registered  # noqa: F401  (the ops must exist to load a program)
 
@@ -32,9 +33,7 @@ def _identity_synapse(shape: tuple[int, ...], gain: float) -> ir.Op:
 
 
 def _spiking_input(value, what: str):
-    from snncompile.frontends.torch import _Act
-
-    if not isinstance(value, _Act):
+    if not isinstance(value, Act):
         raise Reject(f"the neuron's {what} must be an activation, not a constant")
     return value
 

@@ -37,7 +37,6 @@ import re
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +51,7 @@ from snncompile.frontends.names import sanitize, unique
 from snncompile.frontends.lowering import Entry, Reject
 from snncompile.frontends.pt2_archive import read_exported_program
 from snncompile.frontends.snn_ops import LOWERINGS as SNN_LOWERINGS
+from snncompile.frontends.torch_values import Act, Const, Items
 from snncompile.ir import ops as ir
 from snncompile.ir.graph import Graph, GraphBuilder
 
@@ -109,32 +109,6 @@ def from_exported(program: ExportedProgram, source: str | None = None) -> Graph:
 
 
 # ---------------------------------------------------------------------------------------------
-# Values flowing along the fx graph during the walk.
-
-
-@dataclass(frozen=True, eq=False)
-class _Act:
-    """An activation: the output of IR entry ``key``; ``shape`` includes the batch dim."""
-
-    key: int
-    shape: tuple | None
-
-
-@dataclass(frozen=True, eq=False)
-class _Const:
-    """A parameter, buffer or constant tensor (or one folded from them)."""
-
-    tensor: torch.Tensor
-
-
-@dataclass(frozen=True, eq=False)
-class _Items:
-    """A tuple result, e.g. native batch norm's (output, saved mean, saved rstd)."""
-
-    items: tuple
-
-
-# ---------------------------------------------------------------------------------------------
 # The walk.
 
 
@@ -184,7 +158,7 @@ class _Lowering:
             if tensor is None:
                 self._problem(node, "placeholder", f"no stored tensor for '{spec.target}'")
             else:
-                self.values[node] = _Const(tensor)
+                self.values[node] = Const(tensor)
             return
         val = node.meta.get("val")
         if not isinstance(val, torch.Tensor):
@@ -200,7 +174,7 @@ class _Lowering:
         else:
             self.input_key = len(self.entries)
             self.entries.append(Entry(node, ir.Input(shape=shape[1:]), []))
-            self.values[node] = _Act(self.input_key, shape)
+            self.values[node] = Act(self.input_key, shape)
 
     def _call(self, node: fx.Node) -> None:
         target = node.target
@@ -218,7 +192,7 @@ class _Lowering:
             if key in SKIPPED or not tensor_result:
                 return
             if key in FOLDABLE and self._constant_args(node):
-                self.values[node] = _Const(self._fold(node))
+                self.values[node] = Const(self._fold(node))
                 return
             args = self._bind(node)
             lowering = LOWERINGS.get(key)
@@ -242,19 +216,19 @@ class _Lowering:
             self.problems.append(("output", "output", f"{len(user)} outputs; return exactly one"))
             return
         value = self._resolve(user[0])
-        if not isinstance(value, _Act):
+        if not isinstance(value, Act):
             self.problems.append(("output", "output", "the output does not depend on the input"))
             return
         self.output_key = len(self.entries)
         self.entries.append(Entry(node, ir.Output(), [value.key]))
 
     # -- helpers for the lowerings -------------------------------------------------------------
-    def emit(self, node: fx.Node, op: ir.Op, inputs: list[_Act], suffix: str = "",
-             shape: tuple | None = None) -> _Act:
+    def emit(self, node: fx.Node, op: ir.Op, inputs: list[Act], suffix: str = "",
+             shape: tuple | None = None) -> Act:
         """Add an IR entry for ``node``; its value has ``shape`` or the node's own."""
         key = len(self.entries)
         self.entries.append(Entry(node, op, [i.key for i in inputs], suffix))
-        return _Act(key, shape if shape is not None else _dims(node))
+        return Act(key, shape if shape is not None else _dims(node))
 
     def _problem(self, node: fx.Node, op: str, hint: str) -> None:
         self.problems.append((node, op, hint))
@@ -283,7 +257,7 @@ class _Lowering:
     def _constant_args(self, node: fx.Node) -> bool:
         """Whether every fx node among the arguments holds a constant tensor."""
         inputs = node.all_input_nodes
-        return bool(inputs) and all(isinstance(self.values.get(n), _Const) for n in inputs)
+        return bool(inputs) and all(isinstance(self.values.get(n), Const) for n in inputs)
 
     def _fold(self, node: fx.Node) -> torch.Tensor:
         """Run the op on the real constant tensors (only ops listed in FOLDABLE come here)."""
@@ -415,9 +389,9 @@ def _shape_of(tensor: torch.Tensor) -> tuple:
 
 def _broken(val):
     if isinstance(val, torch.Tensor):
-        return _Act(BROKEN, _shape_of(val))
+        return Act(BROKEN, _shape_of(val))
     if isinstance(val, (tuple, list)):
-        return _Items(tuple(_broken(v) for v in val))
+        return Items(tuple(_broken(v) for v in val))
     return None
 
 
@@ -449,25 +423,25 @@ def _pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def _act(value, what: str = "input") -> _Act:
-    if isinstance(value, _Act):
+def _act(value, what: str = "input") -> Act:
+    if isinstance(value, Act):
         return value
     raise Reject(f"its {what} must be computed from the model's input, not a constant")
 
 
 def _const(value, what: str, optional: bool = False) -> torch.Tensor | None:
-    if isinstance(value, _Const):
+    if isinstance(value, Const):
         return value.tensor
     if value is None and optional:
         return None
-    if isinstance(value, _Act) and value.key == BROKEN:
+    if isinstance(value, Act) and value.key == BROKEN:
         raise Reject(f"its {what} comes from an unsupported node")
-    if isinstance(value, _Act):
+    if isinstance(value, Act):
         raise Reject(f"its {what} must be a parameter or constant, not computed from the input")
     raise Reject(f"its {what} is not a tensor")
 
 
-def _static(act: _Act, rank: int | None = None) -> tuple[int, ...]:
+def _static(act: Act, rank: int | None = None) -> tuple[int, ...]:
     """The activation's non-batch dims, all static; optionally of a given rank."""
     shape = act.shape or ()
     dims = tuple(shape[1:])
@@ -483,7 +457,7 @@ def _static(act: _Act, rank: int | None = None) -> tuple[int, ...]:
 # Lowerings: one small function per aten op family. Each returns the node's value.
 
 
-def _conv(low: _Lowering, node: fx.Node, a: dict) -> _Act:
+def _conv(low: _Lowering, node: fx.Node, a: dict) -> Act:
     x = _act(a["input"])
     weight = _const(a["weight"], "weight")
     if a.get("transposed"):
@@ -514,7 +488,7 @@ def _conv_padding(padding, kernel, dilation) -> tuple[int, int]:
     return _pair(padding)
 
 
-def _dense(low: _Lowering, node: fx.Node, x: _Act, weight, bias) -> _Act:
+def _dense(low: _Lowering, node: fx.Node, x: Act, weight, bias) -> Act:
     (features,) = _static(x, 1)
     if weight.dim() != 2 or weight.shape[1] != features:
         raise Reject(f"weight of shape {tuple(weight.shape)} for {features} input features")
@@ -565,7 +539,7 @@ def _batch_norm(low, node, a):
     val = node.meta.get("val")
     if isinstance(val, (tuple, list)):
         out = low.emit(node, op, [x], shape=_shape_of(val[0]))
-        return _Items((out,) + (None,) * (len(val) - 1))
+        return Items((out,) + (None,) * (len(val) - 1))
     return low.emit(node, op, [x])
 
 
@@ -605,13 +579,13 @@ def _max_pool2d(low, node, a):
     op = ir.MaxPool2d(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
     if isinstance(val, (tuple, list)):  # max_pool2d_with_indices: (values, indices)
         out = low.emit(node, op, [x], shape=_shape_of(val[0]))
-        return _Items((out, None))
+        return Items((out, None))
     return low.emit(node, op, [x])
 
 
 def _cat(low, node, a):
     tensors = a["tensors"]
-    if not all(isinstance(t, _Act) for t in tensors):
+    if not all(isinstance(t, Act) for t in tensors):
         raise Reject("concatenates a constant; only activations can be concatenated")
     dim = int(a.get("dim", 0))
     rank = len(tensors[0].shape)
@@ -671,7 +645,7 @@ def _reshape(low, node, a):
     x = _act(a["self"])
     before, after = x.shape, _dims(node)
     if before is None:
-        return _Act(BROKEN, after)
+        return Act(BROKEN, after)
     if after == before:
         return x
     dims = _static(x)
@@ -687,7 +661,7 @@ def _add(low, node, a):
     x, y = a["self"], a["other"]
     if a.get("alpha", 1) != 1:
         raise Reject("add with alpha != 1 is not supported")
-    if not (isinstance(x, _Act) and isinstance(y, _Act)):
+    if not (isinstance(x, Act) and isinstance(y, Act)):
         raise Reject("adding a constant is not supported; fold it into a layer's bias")
     if x.shape != y.shape:
         raise Reject(f"add of shapes {x.shape} and {y.shape}: broadcasting is not supported")
@@ -701,7 +675,7 @@ def _dropout(low, node, a):
         raise Reject("dropout in training mode; export after model.eval()")
     x = _act(a["input"])
     val = node.meta.get("val")
-    return _Items((x, None)) if isinstance(val, (tuple, list)) else x
+    return Items((x, None)) if isinstance(val, (tuple, list)) else x
 
 
 def _identity(low, node, a):
@@ -718,7 +692,7 @@ def _to_copy(low, node, a):
 
 def _getitem(low, node, a):
     container, index = a["self"], a["index"]
-    if isinstance(container, _Items) and isinstance(index, int):
+    if isinstance(container, Items) and isinstance(index, int):
         item = container.items[index]
         if item is None:
             raise Reject("uses a secondary result (saved statistics, dropout mask)")

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from snncompile.errors import ModelLoadError, SnnCompileError, UnsafeModelError
-from snncompile.frontends.detect import LoadOptions
+from snncompile.frontends.options import LoadOptions
 from snncompile.ir.graph import Graph
 
 EXPORT_HINT = "torch.export.save(torch.export.export(model.eval(), (example,)), path)"

@@ -77,20 +77,25 @@ class _Refused(Exception):
     """A string outside the grammar; the message says what was found."""
 
 
-def check_sym_expr(text: object) -> str | None:
-    """Why ``text`` is not a symbolic expression torch writes, or None when it is one."""
+def _check(text: object, grammar: type) -> str | None:
+    """Why ``text`` is not an expression of ``grammar`` (an AST visitor raising _Refused), or None."""
     if not isinstance(text, str):
         return f"not a string ({type(text).__name__})"
     if len(text) > MAX_EXPR_CHARS:
         return f"{len(text)} characters, more than {MAX_EXPR_CHARS}"
     try:
         tree = ast.parse(text, mode="eval")
-        _SymExpr().visit(tree.body)
+        grammar().visit(tree.body)
     except _Refused as exc:
         return str(exc)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return f"not an expression ({type(exc).__name__})"
     return None
+
+
+def check_sym_expr(text: object) -> str | None:
+    """Why ``text`` is not a symbolic expression torch writes, or None when it is one."""
+    return _check(text, _SymExpr)
 
 
 class _SymExpr:
@@ -201,18 +206,7 @@ def _number(value: object) -> None:
 
 def check_guard(text: object) -> str | None:
     """Why ``text`` is not a shape guard (``L['x'].size()[0] > 3``), or None when it is one."""
-    if not isinstance(text, str):
-        return f"not a string ({type(text).__name__})"
-    if len(text) > MAX_EXPR_CHARS:
-        return f"{len(text)} characters, more than {MAX_EXPR_CHARS}"
-    try:
-        tree = ast.parse(text, mode="eval")
-        _Guard().visit(tree.body)
-    except _Refused as exc:
-        return str(exc)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-        return f"not an expression ({type(exc).__name__})"
-    return None
+    return _check(text, _Guard)
 
 
 class _Guard(_SymExpr):

@@ -74,6 +74,20 @@ def our_counts(graph, x, steps: int = STEPS) -> np.ndarray:
     return run.spikes[last].sum(1).reshape(len(x), -1)
 
 
+def snntorch_counts(net, x, steps: int = STEPS):
+    """Output spike counts of an snnTorch Sequential of ``init_hidden`` Leaky layers over ``steps``
+    steps of a constant input, hidden states reset first (snnTorch's own simulation)."""
+    total = 0
+    with torch.no_grad():
+        for m in net:
+            if hasattr(m, "reset_hidden"):
+                m.reset_hidden()
+        for _ in range(steps):
+            spk, _ = net(torch.tensor(x))
+            total = total + spk
+    return total
+
+
 def assert_counts_match(theirs: np.ndarray, ours: np.ndarray, min_rate: float = 0.02):
     theirs = np.asarray(theirs).reshape(ours.shape)
     assert theirs.sum() > min_rate * theirs.size * STEPS, "the tool's own network is nearly silent"

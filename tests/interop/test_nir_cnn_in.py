@@ -24,7 +24,7 @@ from snncompile.errors import UnsupportedModelError
 from snncompile.frontends import nir as nir_frontend
 from snncompile.ir import FixedConv2d, FixedDense, LoihiNeuron
 from snncompile.passes import pipeline
-from tests.interop.conftest import agreement, assert_counts_match, our_counts, trained_cnn
+from tests.interop.conftest import agreement, assert_counts_match, our_counts, snntorch_counts, trained_cnn
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 STEPS = 32
@@ -127,14 +127,7 @@ def test_snntorch_cnn(digits, x, tmp_path, beta):
 
     net = torch.nn.Sequential(c1, leaky((16, 8, 8)), c2, leaky((32, 4, 4)), torch.nn.AvgPool2d(2),
                               torch.nn.Flatten(), fc, leaky((10,), output=True))
-    total = 0
-    with torch.no_grad():
-        for m in net:
-            if hasattr(m, "reset_hidden"):
-                m.reset_hidden()
-        for _ in range(STEPS):
-            spk, _ = net(torch.tensor(x))
-            total = total + spk
+    total = snntorch_counts(net, x, STEPS)
     path = write(export_to_nir(net, torch.tensor(x[:1]), ignore_dims=[0]), tmp_path)
     graph = nir_frontend.load_model(path)
     assert graph.metadata["nir_producer"] == "snntorch"

@@ -13,7 +13,7 @@ import torch
 
 from snncompile.frontends import nir as nir_frontend
 from snncompile.ir import IF, LIF, Reset
-from tests.interop.conftest import STEPS, assert_counts_match, cnn_layers, mlp_layers, our_counts, read_back
+from tests.interop.conftest import STEPS, assert_counts_match, cnn_layers, mlp_layers, our_counts, read_back, snntorch_counts
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -90,14 +90,7 @@ def test_snntorch_mlp(x_flat, tmp_path, beta, reset):
                          reset_delay=False, init_hidden=True, **kw)
 
     net = torch.nn.Sequential(fc1, leaky(32), fc2, leaky(10, output=True))
-    total = 0
-    with torch.no_grad():
-        for m in net:
-            if hasattr(m, "reset_hidden"):
-                m.reset_hidden()
-        for _ in range(STEPS):
-            spk, _ = net(torch.tensor(x_flat))
-            total = total + spk
+    total = snntorch_counts(net, x_flat)
     # the exporter drops reset_mechanism (read as zero, like snnTorch's importer): say it
     graph = read_back(export_to_nir(net, torch.tensor(x_flat[:1]), ignore_dims=[0]), tmp_path,
                       reset=None if reset == "zero" else reset)

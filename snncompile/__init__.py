@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from snncompile.runtime.version import __version__  # noqa: F401  (snncompile.__version__)
 
 _DIGITS_SHAPES = ((1, 8, 8), (64,))  # scikit-learn's digits as an image, or flat
 

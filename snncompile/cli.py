@@ -227,7 +227,7 @@ def version() -> str:
     try:
         return metadata.version("snncompile")
     except metadata.PackageNotFoundError:
-        from snncompile import __version__
+        from snncompile.runtime.version import __version__
 
         return __version__
 

@@ -446,7 +446,7 @@ def write(graph: Graph, path: str | os.PathLike) -> Path:
     written to a temporary name in the same folder and renamed, so a failure never leaves a
     half-written file, and an existing file is replaced only by a complete one.
     """
-    import snncompile
+    from snncompile.runtime.version import __version__
 
     layers = plan(graph)
     path = Path(path)
@@ -457,7 +457,7 @@ def write(graph: Graph, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs["producer"] = f"snncompile {getattr(snncompile, '__version__', '')}".strip()
+            f.attrs["producer"] = f"snncompile {__version__}"
             f.attrs["netx_version"] = NETX_VERSION
             f.attrs["input_node"] = layers[0].node
             f.attrs["input_encoder"] = encoders[0] if encoders else ""

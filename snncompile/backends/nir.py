@@ -44,10 +44,10 @@ from pathlib import Path
 import nir
 import numpy as np
 
-import snncompile
 from snncompile.errors import BackendError, Problem, UnsupportedModelError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import IF, LIF, AvgPool2d, Conv2d, Dense, Flatten, Input, Integrator, Output, Reset, SumPool2d
+from snncompile.runtime.version import __version__
 
 
 def _ones(shape) -> np.ndarray:
@@ -222,7 +222,7 @@ def to_nir(graph: Graph, flavor: str = "nir") -> nir.NIRGraph:
         raise UnsupportedModelError("nir export", problems)
     resets = sorted({graph.op(n).reset.value for n in graph.find((IF, LIF))})
     metadata = {
-        "producer": f"snncompile {snncompile.__version__}",
+        "producer": f"snncompile {__version__}",
         "dt": dt,
         "input_encoding": "constant current every step",
         "reset_modes": ",".join(resets) or "none",  # each neuron's own mode is in its metadata

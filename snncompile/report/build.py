@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import snncompile
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import IF, FixedConv2d, FixedDense, Flatten, LoihiNeuron, Output
 from snncompile.passes.partition import Placement, connections, incoming, spike_source
 from snncompile.report.labels import accuracy_labels
+from snncompile.runtime.version import __version__
 from snncompile.targets.loihi2 import LOIHI2
 
 
@@ -179,7 +179,7 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
         "sweep": sweep,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "environment": {
-            "snncompile": snncompile.__version__, "python": platform.python_version(),
+            "snncompile": __version__, "python": platform.python_version(),
             "torch": torch.__version__, "device": options.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         },
     }

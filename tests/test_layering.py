@@ -4,8 +4,9 @@ Every module under snncompile/ is parsed (ast, nothing is imported) and each of 
 module level or inside a function, becomes an edge to the package module it names. The rules:
 the IR imports no pass, backend, frontend or simulator; a pass imports no backend or frontend;
 the simulator imports no pass or backend; a backend imports no frontend; nothing in the package
-imports a face (``snncompile.api``, ``snncompile.cli``, the root ``snncompile``); and no two
-modules reach each other through their imports (no import cycle).
+imports a face (``snncompile.api``, ``snncompile.cli``, the root ``snncompile``); every module
+imports only from its own row of docs/architecture.md and the rows below; and no two modules
+reach each other through their imports (no import cycle).
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "snncompile"
 FACES = ("snncompile", "snncompile.api", "snncompile.cli")
+# docs/architecture.md's rows, top first: a module imports from its own row and the rows below
+ROWS = (
+    ("snncompile", "snncompile.api", "snncompile.cli", "snncompile.report.verify", "snncompile.report.sweep"),
+    ("snncompile.compiler",),
+    ("snncompile.report",),
+    ("snncompile.frontends", "snncompile.backends"),
+    ("snncompile.passes",),
+    ("snncompile.sim",),
+    ("snncompile.ir", "snncompile.targets", "snncompile.nn", "snncompile.data", "snncompile.runtime",
+     "snncompile.errors"),
+)
 FORBIDDEN = {  # layer -> the layers it must not import
     "ir": ("passes", "backends", "frontends", "sim"),
     "passes": ("backends", "frontends"),
@@ -61,6 +73,12 @@ def _graph() -> dict[str, set[str]]:
 def _layer(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
+
+
+def _row(module: str) -> int:
+    """The row of ``module``: the most specific prefix listed in ROWS (0 is the top)."""
+    best = max((p for row in ROWS for p in row if module == p or module.startswith(p + ".")), key=len)
+    return next(i for i, row in enumerate(ROWS) if best in row)
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -110,6 +128,13 @@ def test_layer_imports_nothing_above_it(layer):
     assert not wrong, "\n".join(wrong)
 
 
+def test_every_module_imports_only_its_row_and_below():
+    graph = _graph()
+    wrong = [f"{m} (row {_row(m)}) imports {t} (row {_row(t)})" for m in sorted(graph)
+             for t in sorted(graph[m]) if _row(t) < _row(m)]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_nothing_inside_the_package_imports_a_face():
     graph = _graph()
     wrong = [f"{m} imports {t}" for m in sorted(graph) for t in sorted(graph[m]) if t in FACES]
@@ -132,3 +157,4 @@ def test_the_checks_catch_what_they_are_for():
                "snncompile.passes.convert": {"snncompile.ir.ops"}}
     assert _cycles(made_up) == [["snncompile.ir.ops", "snncompile.passes.convert"]]
     assert _layer("snncompile.passes.convert") in FORBIDDEN["ir"]
+    assert _row("snncompile.report.sweep") < _row("snncompile.compiler") < _row("snncompile.report.build")

@@ -32,6 +32,10 @@ $PIP install --no-deps --ignore-requires-python "lava-dl==0.6.0" 2>&1 | { grep -
 $PIP install --no-deps "sinabs==3.1.3" "norse==1.1.0" "spikingjelly==2.0.0" "rockpool==3.1.0" \
   "pbr==7.1.3" "loguru==0.7.3" "opencv-python-headless==5.1.0.95" 2>&1 | { grep -v "is ignored" || true; }
 "$VENV/bin/python" -c "import sinabs, norse.torch, spikingjelly.activation_based.nir_exchange, rockpool.nn.modules.torch.nir, cv2, torch; assert torch.__version__.startswith('2.13.0')"
+# model zoo (issue 15): torchvision's own constructors for tests/zoo and benchmarks/zoo.py. 0.28.0
+#   matches torch 2.13; --no-deps keeps torch as installed. Its compiled extension links CUDA and
+#   does not load here: tests/zoo/models.py declares the two op schemas its Python code needs.
+$PIP install --no-deps "torchvision==0.28.0" 2>&1 | { grep -v "is ignored" || true; }
 # 4. The project itself (editable). Lava's Python 3.11 import error is fixed at import time by
 #    snncompile.backends.lava.compat, not by editing site-packages.
 $PIP install --no-deps -e . 2>&1 | { grep -v "is ignored" || true; }

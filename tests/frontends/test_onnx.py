@@ -18,7 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from snncompile.errors import ModelLoadError, UnsupportedModelError
-from snncompile.frontends.onnx import _window_count, from_onnx, load_model
+from snncompile.frontends.onnx import from_onnx, load_model
+from snncompile.frontends.onnx_rules import _window_count
 from snncompile.sim.ann import forward
 from tests.builders import randomize_batchnorm, small_cnn
 

@@ -87,8 +87,10 @@ UNARY: dict[type, Callable[[Op, torch.Tensor], torch.Tensor]] = {
 def evaluate(graph: Graph, x, *, dtype=torch.float64, device="cpu", upto: set[str] | None = None) -> dict[str, torch.Tensor]:
     """Values of every float op for a batch ``x`` (N, *input shape); one Input only.
 
-    With ``upto``, only the ancestors of those nodes are evaluated (and the nodes themselves).
-    Spiking ops cannot be evaluated here; use the time-stepped simulator.
+    With ``upto``, only the ancestors of those nodes are evaluated (and the nodes themselves), and
+    only those nodes' values are kept: an intermediate value is freed once its last user ran
+    (DenseNet-121 at 224×224 holds hundreds of feature maps otherwise). Spiking ops cannot be
+    evaluated here; use the time-stepped simulator.
     """
     (inp,) = graph.input_names()
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(device=device, dtype=dtype)
@@ -100,6 +102,9 @@ def evaluate(graph: Graph, x, *, dtype=torch.float64, device="cpu", upto: set[st
         for n in upto:
             wanted |= nx.ancestors(graph.nx, n)
     values: dict[str, torch.Tensor] = {}
+    pending = None  # node -> users still to run (with ``upto``)
+    if wanted is not None:
+        pending = {n: sum(u in wanted for u in graph.users(n)) for n in wanted}
     for name, op in graph.nodes():
         if wanted is not None and name not in wanted:
             continue
@@ -107,6 +112,11 @@ def evaluate(graph: Graph, x, *, dtype=torch.float64, device="cpu", upto: set[st
             values[name] = x
             continue
         args = [values[i] for i in graph.inputs(name)]
+        if pending is not None:
+            for i in graph.inputs(name):
+                pending[i] -= 1
+                if pending[i] == 0 and i not in upto:
+                    del values[i]
         if isinstance(op, Add):
             values[name] = torch.stack(args).sum(0)
         elif isinstance(op, Concat):

@@ -105,8 +105,11 @@ def test_torchvision_constructors_lower_at_small_size(name, tmp_path):
     assert re.search(r"\d+ core\(s\) on \d+ of \d+ chip\(s\)", proc.stdout), proc.stdout[-500:]
 
 
+# DenseNet-121 lowers (at 32×32 above) but at 224×224 its concatenations compose into ~300 kernels
+# padded to the full concatenated width (about 9 GB while lowering): measured in
+# benchmarks/results/zoo.md, not run here.
 ZOO_224 = ["resnet18", "resnet34", "vgg11_bn", "vgg16_bn", "alexnet", "mobilenet_v2", "squeezenet1_1",
-           "densenet121", "regnet_x_400mf"]
+           "regnet_x_400mf"]
 
 
 @pytest.mark.zoo224

@@ -64,7 +64,7 @@ def _check(outdir: Path, inputs: tuple) -> Path:
     existing = absolute
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
         raise OutputFolderError(f"{outdir}: cannot write the output folder ({existing} is not a writable "
                                 f"folder); {hint}")
     for path in inputs:
@@ -80,6 +80,18 @@ def _check(outdir: Path, inputs: tuple) -> Path:
                                     f"read-only); {hint}")
         _check_ours(outdir)
     return outdir
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can really be made in ``folder`` (os.access says yes for root in /proc or
+    on a read-only mount): one made and removed at once."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".snncompile-probe-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 def _check_ours(outdir: Path) -> None:

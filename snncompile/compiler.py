@@ -267,7 +267,8 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     if options.target != "nir":
         fixed_graph, placement = fixed_point(snn, calib, options, graph, timings)
         if options.strict:
-            _check_overflows(fixed_graph, {})  # values clipped by quantization: fail before any run
+            with phase("quantize check"):  # values clipped by quantization: fail before any run
+                _check_overflows(fixed_graph, {})
     if not is_ann:  # a spiking model (NIR, trained SNN) read with the wrong dt is silent: refuse it
         from snncompile.sim import activity
 

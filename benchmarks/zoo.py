@@ -8,6 +8,10 @@ its own. Columns: lowers (or the one-line refusal), parameters, neurons, synapti
 synapse ops), relay populations, cores, chips, torch.export seconds, inspect seconds, peak RSS.
 
     .venv/bin/python benchmarks/zoo.py [--size 224] [--models resnet18,vgg16_bn]
+    .venv/bin/python benchmarks/zoo.py --from-log run1.log run2.log   # the table from printed rows
+
+Each measured row is printed as one JSON line; ``--from-log`` renders the table from such lines
+(later rows of a model replace earlier ones), for a zoo measured in several runs.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ def measure(name: str, size: int, tmp: Path) -> dict:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        tail = (proc.stderr.strip().splitlines() or [
+            "killed (SIGKILL: out of memory?)" if proc.returncode == -9 else f"exit {proc.returncode}"])[-1]
         return {"model": name, "size": size, "lowers": False, "error": f"crashed: {tail}"}
     return json.loads(lines[-1])
 
@@ -113,11 +118,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--models", default=None, help="comma-separated; default: the whole zoo")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--from-log", nargs="+", default=None, metavar="LOG")
     args = parser.parse_args()
     rows = []
+    if args.from_log:
+        by_model = {}
+        for log in args.from_log:
+            for line in Path(log).read_text().splitlines():
+                if line.startswith("{"):
+                    row = json.loads(line)
+                    by_model[row["model"], row["size"]] = row
+        order = [(m, 224) for m in MODELS_224] + [(m, 32) for m in MODELS_32]
+        rows = [by_model[k] for k in order if k in by_model] + [r for k, r in by_model.items() if k not in order]
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(m, args.size) for m in (args.models.split(",") if args.models else MODELS_224)]
-        if not args.models:
+        jobs = [] if args.from_log else [(m, args.size) for m in (args.models.split(",") if args.models else MODELS_224)]
+        if not args.models and not args.from_log:
             jobs += [(m, 32) for m in MODELS_32]
         for name, size in jobs:
             row = measure(name, size, Path(tmp))

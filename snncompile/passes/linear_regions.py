@@ -247,7 +247,7 @@ def _step(m: _Map, node: str, op, port: int, graph: Graph, fold_limit: int) -> _
             ah, aw = m.post
             rows = torch.einsum("ocpq,pi,qj->ocij", w.reshape(w.shape[0], -1, ah.shape[0], aw.shape[0]), ah, aw)
             size = w.shape[0] * math.prod(m.in_shape)
-            if size > fold_limit:
+            if size > max(fold_limit, w.numel()):  # (no larger than the Linear itself: fine)
                 raise _Inexact(f"folding into '{node}' needs a {w.shape[0]}x{math.prod(m.in_shape)} Dense", m.nodes)
             if m.kind == "id":
                 return _Map("dense", m.in_shape, out, rows.reshape(w.shape[0], -1), nodes=m.nodes + [node])
@@ -255,7 +255,7 @@ def _step(m: _Map, node: str, op, port: int, graph: Graph, fold_limit: int) -> _
         if m.kind == "dense":
             return _Map("dense", m.in_shape, out, w @ _dense_weight(m), nodes=m.nodes + [node])
         size = w.shape[0] * math.prod(m.in_shape)
-        if m.post is None and size > fold_limit:
+        if m.post is None and size > max(fold_limit, w.numel()):
             raise _Inexact(f"folding into '{node}' needs a {w.shape[0]}x{math.prod(m.in_shape)} Dense", m.nodes)
         rows = w.reshape(w.shape[0], *m.conv_shape)
         pulled = torch.nn.grad.conv2d_input((w.shape[0],) + tuple(m.in_shape), m.weight, rows, m.stride,

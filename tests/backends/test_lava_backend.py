@@ -464,14 +464,40 @@ def test_conv_with_other_output_width_is_refused():
 
 def test_conv_parameters_beyond_int8_are_refused():
     b = GraphBuilder()
+    b.add("input", Input(shape=(1, 1, 128)))
+    b.add("enc", encoder(), ["input"])
+    b.add("src", neuron((1, 1, 128), 10), ["enc"])
+    b.add("wide", conv(np.full((1, 1, 1, 128), 2)), ["src"])  # kernel width 128: int8 wraps
+    b.add("dst", readout((1, 1, 1)), ["wide"])
+    b.add("out", Output(), ["dst"])
+    with pytest.raises(BackendError, match="node 'wide'.*int8"):
+        check_graph(b.build())
+
+
+def test_more_than_127_groups_merge_into_the_same_convolution():
+    """Lava holds groups in int8: a depthwise conv of 240 channels becomes 120 groups of 2, the
+    kernels block-diagonal inside each, and computes the same sums (checked against torch)."""
+    import torch
+
+    from snncompile.backends.run_on_loihi import lava_groups
+
+    rng = np.random.default_rng(0)
+    for channels, groups, per in ((240, 240, 1), (256, 128, 2), (254, 254, 1)):
+        weight = rng.integers(-8, 8, size=(channels, per, 3, 3))
+        merged, fewer = lava_groups(weight, groups)
+        assert fewer <= 127 and groups % fewer == 0
+        x = torch.tensor(rng.integers(0, 2, size=(1, channels, 6, 6)), dtype=torch.float64)
+        want = torch.nn.functional.conv2d(x, torch.tensor(weight, dtype=torch.float64), groups=groups, padding=1)
+        got = torch.nn.functional.conv2d(x, torch.tensor(merged, dtype=torch.float64), groups=fewer, padding=1)
+        assert torch.equal(want, got)
+    b = GraphBuilder()
     b.add("input", Input(shape=(128, 1, 1)))
     b.add("enc", encoder(), ["input"])
     b.add("src", neuron((128, 1, 1), 10), ["enc"])
     b.add("dw", conv(np.full((128, 1, 1, 1), 2), groups=128), ["src"])  # depthwise, 128 groups
     b.add("dst", readout((128, 1, 1)), ["dw"])
     b.add("out", Output(), ["dst"])
-    with pytest.raises(BackendError, match="node 'dw'.*int8"):
-        check_graph(b.build())
+    check_graph(b.build())  # accepted: the backend merges the groups
 
 
 def test_failing_process_model_raises_backend_error_without_hanging():

@@ -145,14 +145,18 @@ class SE(nn.Module):
 
 
 class UnequalPool(nn.Module):
+    """Adaptive pooling with unequal windows before a conv: not a convolution itself, and no relay
+    population can take it (it folds only into a Linear)."""
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
         self.pool = nn.AdaptiveAvgPool2d(4)  # 6×6 -> 4×4: windows of 2 and 3 rows
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
         self.fc = nn.Linear(64, 10)
 
     def forward(self, x):
-        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+        return self.fc(torch.relu(self.conv2(self.pool(torch.relu(self.conv(x))))).flatten(1))
 
 
 class BiasBeforePaddedConv(nn.Module):
@@ -188,7 +192,7 @@ CONSTRUCTS = {
     "squeeze_excitation": (SE(), ("aten.sigmoid", "aten.mul")),
     "maxpool_by_default": (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                                          nn.Linear(36, 10)), ("MaxPool2d", "--maxpool avg")),
-    "adaptive_pool_unequal_windows": (UnequalPool(), ("adaptive", "unequal windows")),
+    "adaptive_pool_unequal_windows_before_a_conv": (UnequalPool(), ("unequal windows", "only into a Linear")),
     "bias_before_padded_conv": (BiasBeforePaddedConv(), ("varies within a channel",)),
     "concat_along_width": (WidthConcat(), ("only along channels",)),
     "layer_norm": (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LayerNorm(144), nn.Linear(144, 10)),

@@ -462,16 +462,21 @@ def test_conv_with_other_output_width_is_refused():
         check_graph(b.build())
 
 
-def test_conv_parameters_beyond_int8_are_refused():
+def wide_kernel_graph():
+    """A conv whose kernel is 128 wide: Lava's int8 kernel size wraps to -128."""
     b = GraphBuilder()
     b.add("input", Input(shape=(1, 1, 128)))
     b.add("enc", encoder(), ["input"])
     b.add("src", neuron((1, 1, 128), 10), ["enc"])
-    b.add("wide", conv(np.full((1, 1, 1, 128), 2)), ["src"])  # kernel width 128: int8 wraps
+    b.add("wide", conv(np.full((1, 1, 1, 128), 2)), ["src"])
     b.add("dst", readout((1, 1, 1)), ["wide"])
     b.add("out", Output(), ["dst"])
+    return b.build()
+
+
+def test_conv_parameters_beyond_int8_are_refused():
     with pytest.raises(BackendError, match="node 'wide'.*int8"):
-        check_graph(b.build())
+        check_graph(wide_kernel_graph())
 
 
 def test_more_than_127_groups_merge_into_the_same_convolution():
@@ -505,14 +510,7 @@ def test_failing_process_model_raises_backend_error_without_hanging():
     forever; the backend must release it and report the model's own error."""
     from snncompile.backends.lava.build import build_network
 
-    b = GraphBuilder()
-    b.add("input", Input(shape=(1, 1, 128)))
-    b.add("enc", encoder(), ["input"])
-    b.add("src", neuron((1, 1, 128), 10), ["enc"])
-    b.add("wide", conv(np.full((1, 1, 1, 128), 2)), ["src"])  # kernel width 128: int8 wraps
-    b.add("dst", readout((1, 1, 1)), ["wide"])
-    b.add("out", Output(), ["dst"])
-    g = b.build()
+    g = wide_kernel_graph()
     zeros = np.zeros((1, 1, 128), dtype=np.int64)
     net = build_network(g, {"enc": (zeros, zeros)}, 2)
     with pytest.raises(BackendError, match="negative dimensions"):

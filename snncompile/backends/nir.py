@@ -46,6 +46,7 @@ import numpy as np
 
 from snncompile.errors import BackendError, Problem, UnsupportedModelError
 from snncompile.ir.graph import Graph
+from snncompile.ir.ops import ungrouped
 from snncompile.ir.ops import IF, LIF, AvgPool2d, Conv2d, Dense, Flatten, Input, Integrator, Output, Reset, SumPool2d
 from snncompile.runtime.version import __version__
 
@@ -61,30 +62,6 @@ ROCKPOOL_EPS = 1e-7  # Rockpool decays its current after adding the input: a cur
 FLAVORS = ("nir", "snntorch", "rockpool", "snncompile")
 SUM_READOUT = "sum the output over the steps"
 SNNTORCH_IF_TAU = 1e4  # dt/tau = 1e-8: snnTorch's beta = 1 − dt/tau rounds to 1 in float32
-
-
-def _ungrouped(weight: np.ndarray, groups: int) -> np.ndarray:
-    """A grouped kernel (out, in/groups, kH, kW) as its groups=1 equivalent (out, in, kH, kW)."""
-    if groups == 1:
-        return weight
-    out, in_g = weight.shape[:2]
-    out_g = out // groups
-    full = np.zeros((out, in_g * groups) + tuple(weight.shape[2:]), dtype=weight.dtype)
-    for g in range(groups):
-        full[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = weight[g * out_g:(g + 1) * out_g]
-    return full
-
-
-def _pool_as_conv(op: AvgPool2d, in_shape) -> nir.Conv2d:
-    """A k×k pool as the Conv2d every importer reads: a per-channel kernel of 1/(kh·kw) (AvgPool2d,
-    zero padding counted, torch's default) or 1 (SumPool2d), written with groups=1 (see Conv2d)."""
-    c = int(in_shape[0])
-    kh, kw = op.kernel
-    value = 1.0 if isinstance(op, SumPool2d) else 1.0 / (kh * kw)
-    weight = np.zeros((c, c, kh, kw))
-    weight[np.arange(c), np.arange(c)] = value
-    return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=weight, stride=op.stride, padding=op.padding,
-                      dilation=(1, 1), groups=1, bias=np.zeros(c))
 
 
 def _f64(a) -> np.ndarray:
@@ -169,7 +146,7 @@ def _node(graph: Graph, name: str, dt: float, flavor: str) -> list[tuple[str, ni
         # grouped conv is written with its kernel expanded to groups=1 (zeros between groups):
         # the same map, which every importer reads
         return [(name, nir.Conv2d(
-            input_shape=tuple(in_shapes[0][1:]), weight=_f64(_ungrouped(op.weight, op.groups)), stride=op.stride,
+            input_shape=tuple(in_shapes[0][1:]), weight=_f64(ungrouped(op.weight, op.groups)), stride=op.stride,
             padding=op.padding, dilation=op.dilation, groups=1, bias=_f64(bias),
         ))]
     if isinstance(op, AvgPool2d):

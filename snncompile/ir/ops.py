@@ -180,6 +180,19 @@ def conv_output_hw(hw, kernel, stride, padding, dilation) -> tuple[int, int]:
     return tuple(out)
 
 
+def ungrouped(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped kernel (out, in/groups, kH, kW) as its groups=1 equivalent (out, in, kH, kW):
+    each group's block on the diagonal, zeros between groups."""
+    if groups == 1:
+        return weight
+    out, in_g = weight.shape[:2]
+    out_g = out // groups
+    full = np.zeros((out, in_g * groups) + tuple(weight.shape[2:]), dtype=weight.dtype)
+    for g in range(groups):
+        full[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = weight[g * out_g:(g + 1) * out_g]
+    return full
+
+
 @dataclass(frozen=True, eq=False)
 class Conv2d(Op):
     """y[o] = b[o] + sum_i W[o, i] ⋆ x[i]: torch's cross-correlation, weight (out, in/groups, kH, kW)."""

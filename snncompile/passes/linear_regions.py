@@ -61,6 +61,7 @@ from snncompile.ir.ops import (
     ReLU,
     SumPool2d,
     conv_output_hw,
+    ungrouped,
 )
 from snncompile.sim.ann import UNARY
 
@@ -134,14 +135,7 @@ def _as_conv(m: _Map) -> _Map:
 
 def _dense_channels(weight: torch.Tensor, groups: int) -> torch.Tensor:
     """A grouped kernel (O, I/g, kh, kw) as its dense (O, I, kh, kw) equivalent."""
-    if groups == 1:
-        return weight
-    o, ig = weight.shape[:2]
-    og = o // groups
-    full = torch.zeros(o, ig * groups, *weight.shape[2:], dtype=weight.dtype)
-    for g in range(groups):
-        full[g * og:(g + 1) * og, g * ig:(g + 1) * ig] = weight[g * og:(g + 1) * og]
-    return full
+    return weight if groups == 1 else torch.from_numpy(ungrouped(weight.numpy(), groups))
 
 
 def _depthwise(weight: torch.Tensor, groups: int) -> bool:

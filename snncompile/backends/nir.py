@@ -64,6 +64,18 @@ SUM_READOUT = "sum the output over the steps"
 SNNTORCH_IF_TAU = 1e4  # dt/tau = 1e-8: snnTorch's beta = 1 − dt/tau rounds to 1 in float32
 
 
+def _pool_as_conv(op: AvgPool2d, in_shape) -> nir.Conv2d:
+    """A k×k pool as the Conv2d every importer reads: a per-channel kernel of 1/(kh·kw) (AvgPool2d,
+    zero padding counted, torch's default) or 1 (SumPool2d), written with groups=1 (see Conv2d)."""
+    c = int(in_shape[0])
+    kh, kw = op.kernel
+    value = 1.0 if isinstance(op, SumPool2d) else 1.0 / (kh * kw)
+    weight = np.zeros((c, c, kh, kw))
+    weight[np.arange(c), np.arange(c)] = value
+    return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=weight, stride=op.stride, padding=op.padding,
+                      dilation=(1, 1), groups=1, bias=np.zeros(c))
+
+
 def _f64(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)  # float64: the round trip through NIR is exact
 

@@ -379,6 +379,14 @@ def _region_bias(graph: Graph, end: str, sources: list[str]) -> torch.Tensor:
     return value(end)[0]
 
 
+def _nonnegative(graph: Graph, node: str) -> bool:
+    """Whether ``node``'s values are ≥ 0 by construction: a ReLU, or pooling / Concat / Flatten of such."""
+    op = graph.op(node)
+    if isinstance(op, ReLU):
+        return True
+    return isinstance(op, (AvgPool2d, Concat, Flatten)) and all(_nonnegative(graph, i) for i in graph.inputs(node))
+
+
 @dataclass(frozen=True, eq=False)
 class LowerLinearRegions:
     """Apply the module docstring to every target (ReLU, neuron or Output) of ``graph``."""
@@ -414,8 +422,7 @@ class LowerLinearRegions:
         op = graph.op(pool)
         ann = not any(o.neuron for _, o in graph.nodes())
         (src,) = graph.inputs(pool) if isinstance(op, AvgPool2d) else (None,)
-        if not (self.relays and ann and isinstance(op, AvgPool2d) and src is not None
-                and isinstance(graph.op(src), (ReLU, AvgPool2d))):
+        if not (self.relays and ann and isinstance(op, AvgPool2d) and src is not None and _nonnegative(graph, src)):
             raise UnsupportedModelError("lower_linear_regions", [Problem(
                 pool, op.kind.value, f"{exc.reason}; no exact synaptic lowering (relay neurons need a "
                 "pool of ReLU outputs)")])

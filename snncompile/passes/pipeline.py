@@ -14,6 +14,7 @@ from snncompile.passes.convert import ConvertReLU
 from snncompile.passes.fold_batchnorm import fold_batchnorm
 from snncompile.passes.linear_regions import LowerLinearRegions
 from snncompile.passes.residual import lower_residual
+from snncompile.passes.split_concat import split_concat
 from snncompile.passes.quantize import Quantize
 from snncompile.targets.loihi2 import LOIHI2
 
@@ -44,7 +45,7 @@ def run(graph: Graph, passes: Sequence[Pass], verifier: Verifier | None = None) 
 def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SUBTRACT, mode: str = "max",
             steps: int = 32) -> tuple[Pass, ...]:
     """Float ANN -> float SNN (threshold ``mode``: max | percentile | mse for ``steps`` steps)."""
-    return (fold_batchnorm, LowerLinearRegions(),
+    return (fold_batchnorm, split_concat, LowerLinearRegions(),
             ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps))
 
 

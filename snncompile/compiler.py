@@ -116,7 +116,9 @@ def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
     if any(op.neuron for _, op in graph.nodes()):
         return pipeline.run(graph, pipeline.spiking())
     reset = Reset.ZERO if options.target == "netx" else Reset.SUBTRACT
-    passes = pipeline.convert(calib, options.percentile, reset=reset, mode=options.threshold, steps=options.steps)
+    v_init = 0.0 if options.target == "netx" else 0.5  # netx's neurons start at v = 0
+    passes = pipeline.convert(calib, options.percentile, reset=reset, mode=options.threshold, steps=options.steps,
+                              v_init=v_init)
     return pipeline.run(graph, passes)
 
 
@@ -171,7 +173,7 @@ def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, pro
         opts = dataclasses.replace(options, steps=int(steps), progress=False)
         snn = to_snn(graph, calib, opts)
         float_run = float_snn.simulate(snn, ds.test.x, opts.steps, delay=1)
-        row = {"steps": opts.steps, "float_snn_accuracy": accuracy(next(iter(float_run.outputs.values())),
+        row = {"steps": opts.steps, "float_snn_accuracy": accuracy(next(iter(float_run.scores().values())),
                                                                     ds.test.y),
                "snn_accuracy": None}
         if options.target != "nir":
@@ -279,7 +281,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         ann_logits = ann.forward(graph, ds.test.x).numpy() if is_ann else None
     with phase("float SNN"):
         float_run = float_snn.simulate(snn, ds.test.x, options.steps, delay=1, progress=options.progress)
-    float_logits = next(iter(float_run.outputs.values()))
+    float_logits = next(iter(float_run.scores().values()))  # spike counts when the last layer spikes
 
     snn_logits, stats, comparison = None, {}, None
     if fixed_graph is not None:

@@ -19,12 +19,17 @@ def predict(
     graph: Graph, x: np.ndarray, steps: int, *, device: str | None = None, batch_size: int = 256,
     progress: bool = True,
 ) -> tuple[np.ndarray, dict[str, LayerStats]]:
-    """Float outputs (readout v / v_scale) for all of ``x`` in batches, and the summed stats."""
+    """Float outputs (readout v / v_scale) for all of ``x`` in batches, and the summed stats.
+    A spiking output layer (not a readout) gives its spike counts instead (sim.snn.readout_kind)."""
     outputs, totals = [], {}
+    (out,) = graph.output_names()
+    (src,) = graph.inputs(out)
+    counted = not graph.op(src).readout
     batches = range(0, len(x), batch_size)
     for start in report_progress.track(batches, "reference", progress, unit="batches"):
-        result = fixed.simulate(graph, x[start:start + batch_size], steps, device=device, record=False)
-        outputs.append(fixed.output_values(graph, result))
+        result = fixed.simulate(graph, x[start:start + batch_size], steps, device=device, record=False,
+                                count_spikes=counted)
+        outputs.append(result.counts[src].astype(np.float64) if counted else fixed.output_values(graph, result))
         for layer, stats in result.stats.items():
             total = totals.setdefault(layer, LayerStats())
             for key in stats.__dataclass_fields__:

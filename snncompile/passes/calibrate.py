@@ -92,9 +92,20 @@ def _prefix(graph: Graph, layer: str) -> Graph:
     return builder.build(verify=False)
 
 
+def channel_gain(graph: Graph, layer: str) -> np.ndarray:
+    """g per channel of a layer balanced channel-wise (passes.convert.balance_channels),
+    broadcastable to (N, *shape); 1 for a layer balanced as a whole."""
+    gain = graph.metadata.get("channel_gains", {}).get(layer)
+    if gain is None:
+        return np.ones(1)
+    gain = np.asarray(gain, dtype=np.float64)
+    return gain.reshape((-1,) + (1,) * (len(graph.shape(layer)) - 1))
+
+
 def rates(graph: Graph, layer: str, run: fixed.FixedResult, steps: int) -> np.ndarray:
-    """r_l: the layer's spikes per step times θ, per sample and neuron."""
-    return run.counts[layer] / steps * theta(graph.op(layer))
+    """r_l: the layer's spikes per step times θ, per sample and neuron, in the ANN's units (times
+    g_c for a layer balanced channel-wise)."""
+    return run.counts[layer] / steps * theta(graph.op(layer)) * channel_gain(graph, layer)
 
 
 def objective(graph: Graph, layer: str, run: fixed.FixedResult, target: np.ndarray, steps: int) -> float:
@@ -165,7 +176,7 @@ class BiasCorrection:
         for layer in report_progress.track(layers, "bias correction", self.progress, unit="layers", note=str):
             run = measure(graph, self.data, self.steps, upto=layer)
             err = mean_error(graph, layer, run, targets[layer], self.steps)
-            graph = apply_bias(graph, layer, -err, self.bias_exp)
+            graph = apply_bias(graph, layer, -err / channel_gain(graph, layer), self.bias_exp)
             corrections[layer] = float(np.abs(err).mean())
         builder = graph.edit()
         builder.metadata = {**builder.metadata, "bias_correction": corrections}
@@ -237,6 +248,7 @@ class WeightCalibration:
         op = graph.op(layer)
         T = self.steps
         th = torch.tensor(theta(op), dtype=torch.float32)
+        gain = torch.tensor(channel_gain(graph, layer), dtype=torch.float32)  # SNN units -> the ANN's
         v0 = torch.tensor(op.v_init / op.v_scale, dtype=torch.float32)
         bias = torch.tensor(op.bias_format.decode(op.bias_mant, op.bias_exp) / op.v_scale, dtype=torch.float32)
         k = op.v_scale / 64  # integer weight units per float unit
@@ -266,7 +278,7 @@ class WeightCalibration:
                     cur = _apply(s.op, xi, _round_to(w, s.op.weight_format), None) / k
                     charge = charge + cur.reshape((len(idx),) + shape)
             count = torch.clamp(_floor_ste(charge / th), 0, T)
-            return count * th / T
+            return count * th / T * gain
 
         gen = torch.Generator().manual_seed(self.seed)
         groups = [{"params": [w], "lr": self.lr if not s.host else self.lr / k} for s, w in zip(sources, params)]
@@ -327,11 +339,11 @@ class AdvancedCalibration:
                     graph, run = tuned, run_tuned
             if self.potential_init:
                 err = mean_error(graph, layer, run, targets[layer], self.steps)
-                graph = apply_potential(graph, layer, -err * self.steps)
+                graph = apply_potential(graph, layer, -err * self.steps / channel_gain(graph, layer))
                 run = measure(graph, self.data, self.steps, upto=layer)
                 entry["potential_init_error"] = float(np.abs(err).mean())
             err = mean_error(graph, layer, run, targets[layer], self.steps)
-            graph = apply_bias(graph, layer, -err, self.bias_exp)
+            graph = apply_bias(graph, layer, -err / channel_gain(graph, layer), self.bias_exp)
             entry["bias_correction_error"] = float(np.abs(err).mean())
             entry["seconds"] = round(time.perf_counter() - t0, 3)
             log[layer] = entry

@@ -43,10 +43,12 @@ def run(graph: Graph, passes: Sequence[Pass], verifier: Verifier | None = None) 
 
 
 def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SUBTRACT, mode: str = "max",
-            steps: int = 32) -> tuple[Pass, ...]:
-    """Float ANN -> float SNN (threshold ``mode``: max | percentile | mse for ``steps`` steps)."""
+            steps: int = 32, v_init: float = 0.5, channel_wise: bool = True) -> tuple[Pass, ...]:
+    """Float ANN -> float SNN (threshold ``mode``: max | percentile | mse for ``steps`` steps;
+    initial potential ``v_init``·θ; per-channel balancing folded into the weights)."""
     return (fold_batchnorm, split_concat, LowerLinearRegions(),
-            ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps))
+            ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps, v_init=v_init,
+                        channel_wise=channel_wise))
 
 
 def spiking() -> tuple[Pass, ...]:

@@ -6,6 +6,9 @@ weights W, one scale s (integer units per float unit of synaptic input) sets eve
     w = round(W·s)  (weight format)      vth = round(θ·s)        bias = round(b·s·64) as mant<<exp
     v_int = v_float·s·64                 (a_in enters u shifted by 6, v is compared with vth<<6)
 
+A spiking neuron's initial potential is scaled by the rounded threshold instead (v_float·64·vth/θ),
+so that the default θ/2 (passes.convert) is exactly vth·32 on the chip.
+
 s is the largest value for which nothing overflows: max|w| within the weight format, vth within
 17 bits, the bias within its mantissa/exponent. A layer fed by the graph input (host-side W·x + b)
 gets a BiasEncoder instead, sized so that ``headroom`` × the largest input current seen in the
@@ -165,7 +168,9 @@ class Quantize:
             if not readout and vth != round(theta * scale):
                 # every neuron of the layer shares the clipped threshold
                 info["threshold_clipped"] = int(np.prod(shape))
-            v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * scale * 64)
+            # relative to the rounded threshold, so that θ/2 is exactly vth·32 (half of vth << 6)
+            v_unit = 64 * scale if readout else 64 * vth / theta
+            v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * v_unit)
             info["v_init_saturated"] = sat
             info["vth"] = vth
             report[name] = info

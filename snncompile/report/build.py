@@ -15,6 +15,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.ops import IF, FixedConv2d, FixedDense, Flatten, LoihiNeuron, Output
 from snncompile.passes.partition import Placement, connections, incoming, spike_source
 from snncompile.report.labels import accuracy_labels
+from snncompile.sim.snn import readout_kind
 from snncompile.runtime.version import __version__
 from snncompile.targets.loihi2 import LOIHI2
 
@@ -131,6 +132,12 @@ def _synapses(graph: Graph, neuron: str) -> int:
     return total
 
 
+READOUTS = {
+    "membrane": "non-spiking neuron (vth at maximum), membrane read after the last step",
+    "spike_count": "the last layer spikes: each class scores its spike count over the run",
+}
+
+
 def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, float_snn_accuracy,
                  snn_accuracy, ann_logits, snn_logits, stats, comparison, test_samples, calib_samples,
                  timings, placement: Placement | None = None, activations: dict | None = None,
@@ -171,7 +178,9 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
         "layers": layers,
         "input_encoding": "first layer computed on the host, fed as neuron bias (13-bit mantissa, "
                           "3-bit exponent) every step",
-        "readout": "non-spiking neuron (vth at maximum), membrane read after the last step",
+        # what accuracy reads a class from: a spiking last layer's spike counts, else the membrane
+        "readout": readout_kind(snn_graph),
+        "readout_description": READOUTS[readout_kind(snn_graph)],
         # residual connections of a directly trained SNN: lowering and cost each (passes.residual)
         "residual": (fixed_graph if fixed_graph is not None else snn_graph).metadata.get("residual"),
         "resources": None if placement is None or fixed_graph is None else
@@ -371,7 +380,7 @@ def _md(report: Report) -> str:
             f"{show(layer['synapses'])} | {show(layer['threshold'], '{:.4g}')} | {show(layer['vth'])} | "
             f"{show(layer['spike_rate'], '{:.4f}')} | {layer['saturations']} |"
         )
-    lines += ["", f"Input: {d['input_encoding']}. Readout: {d['readout']}.", ""]
+    lines += ["", f"Input: {d['input_encoding']}. Readout: {d['readout_description']}.", ""]
     if d.get("resources") is not None:
         lines += _md_resources(d["resources"])
     return "\n".join(lines)

@@ -31,6 +31,23 @@ class FloatResult:
     spikes: dict[str, np.ndarray] = field(default_factory=dict)
     v: dict[str, np.ndarray] = field(default_factory=dict)
     per_step: dict[str, np.ndarray] = field(default_factory=dict)  # Output name -> (N, steps, ...)
+    counts: dict[str, np.ndarray] = field(default_factory=dict)  # Output name -> spike counts, when it spikes
+
+    def scores(self) -> dict[str, np.ndarray]:
+        """What a class is read from, per Output: the spike counts of a spiking output layer (as
+        snnTorch, SpikingJelly and sinabs count them), else the readout's membrane."""
+        return {k: self.counts.get(k, v) for k, v in self.outputs.items()}
+
+
+def readout_kind(graph: Graph) -> str:
+    """"spike_count" when the layer an Output reads spikes (a trained or imported SNN whose last
+    layer is a spiking neuron), "membrane" for an integrator readout (a converted ANN)."""
+    for out in graph.output_names():
+        (src,) = graph.inputs(out)
+        op = graph.op(src)
+        if op.neuron and not isinstance(op, Integrator) and not getattr(op, "readout", False):
+            return "spike_count"
+    return "membrane"
 
 
 def _reset(v: torch.Tensor, spikes: torch.Tensor, threshold: torch.Tensor, mode: Reset) -> torch.Tensor:
@@ -62,6 +79,9 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
     rec_s = {k: [] for k in spiking} if record else {}
     rec_v = {k: [] for k in spiking} if record else {}
     per_step = {o: [] for o in graph.output_names()}
+    counted = {o: graph.inputs(o)[0] for o in graph.output_names()
+               if graph.inputs(o)[0] in spiking and not isinstance(graph.op(graph.inputs(o)[0]), Integrator)}
+    counts = {o: 0 for o in counted}
     values: dict[str, torch.Tensor] = {}
 
     def param(arr, name):
@@ -106,6 +126,8 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
                 raise SnnCompileError(f"node '{name}': {op.kind.value} has no float time-stepped semantics")
         for out in per_step:
             per_step[out].append(values[out].cpu())
+        for out, src in counted.items():
+            counts[out] = counts[out] + values[src]
     outputs = {}
     for out in graph.output_names():
         (src,) = graph.inputs(out)
@@ -116,4 +138,5 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
         spikes={k: torch.stack(v, 1).numpy() for k, v in rec_s.items() if v},
         v={k: torch.stack(v, 1).numpy() for k, v in rec_v.items() if v},
         per_step={k: torch.stack(v, 1).numpy() for k, v in per_step.items()},
+        counts={k: np.asarray(v.cpu().numpy() if torch.is_tensor(v) else v) for k, v in counts.items()},
     )

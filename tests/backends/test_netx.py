@@ -132,7 +132,7 @@ def with_bias(graph, node, per_neuron):
 
 
 def zero_reset(graph, data, steps):
-    passes = (ConvertReLU(data=data, reset=Reset.ZERO), LowerLinearRegions(relays=False), Quantize(data=data, steps=steps))
+    passes = (ConvertReLU(data=data, reset=Reset.ZERO, v_init=0.0), LowerLinearRegions(relays=False), Quantize(data=data, steps=steps))
     return pipeline.run(graph, passes)
 
 

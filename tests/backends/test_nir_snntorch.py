@@ -21,7 +21,8 @@ snntorch_import = pytest.importorskip("snntorch.import_nir")
 def test_snntorch_runs_our_converted_mlp(digits_flat, tmp_path):
     graph = load_model("examples/digits_mlp.pt2")
     data = digits_flat.train.x[:256]
-    snn_graph = pipeline.run(graph, (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO), LowerLinearRegions(relays=False)))
+    snn_graph = pipeline.run(graph, (fold_batchnorm, ConvertReLU(data=data, reset=Reset.ZERO, v_init=0.0),
+                                      LowerLinearRegions(relays=False)))  # snnTorch starts v at 0
     path = nir_backend.write(snn_graph, tmp_path / "model.nir", flavor="snntorch")
     net = snntorch_import.import_from_nir(nir.read(path))
     x = digits_flat.test.x[:100]

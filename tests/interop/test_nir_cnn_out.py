@@ -33,7 +33,7 @@ N = 100
 
 def converted(digits, reset, fold_pool=True):
     graph = load_model("examples/digits_cnn.pt2")
-    passes = (fold_batchnorm, ConvertReLU(data=digits.train.x[:256], reset=reset))
+    passes = (fold_batchnorm, ConvertReLU(data=digits.train.x[:256], reset=reset, v_init=0.0))
     if fold_pool:
         passes = (fold_batchnorm, LowerLinearRegions(relays=False), passes[1])
     snn = pipeline.run(graph, passes)

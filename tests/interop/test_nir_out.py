@@ -26,7 +26,7 @@ N = 100
 
 def converted(digits, reset):
     graph = load_model("examples/digits_mlp.pt2")
-    passes = (fold_batchnorm, ConvertReLU(data=digits.train.x[:256], reset=reset), LowerLinearRegions(relays=False))
+    passes = (fold_batchnorm, ConvertReLU(data=digits.train.x[:256], reset=reset, v_init=0.0), LowerLinearRegions(relays=False))
     return pipeline.run(graph, passes)
 
 

@@ -13,7 +13,7 @@ def test_relu_becomes_if_with_max_threshold_and_weights_rescaled(digits_flat):
     g = make_mlp(seed=1)
     data = digits_flat.train.x[:128]
     acts = evaluate(g, data)
-    snn = ConvertReLU(data=data)(g)
+    snn = ConvertReLU(data=data, channel_wise=False)(g)
     assert snn.find(ReLU) == [] and snn.find(IF) == ["relu1", "relu2"]
     for relu, nxt in (("relu1", "fc2"), ("relu2", "fc3")):
         lam = float(acts[relu].max())
@@ -31,7 +31,7 @@ def test_relu_becomes_if_with_max_threshold_and_weights_rescaled(digits_flat):
 
 def test_pooling_fused_into_next_dense_equals_original_map(digits_image):
     g = fold_batchnorm(make_cnn(seed=2))
-    snn = pipeline.run(g, pipeline.convert(digits_image.train.x[:64]))
+    snn = pipeline.run(g, pipeline.convert(digits_image.train.x[:64], channel_wise=False))
     kinds = [k for _, k, _ in snn.structure()]
     assert "AvgPool2d" not in kinds and "Flatten" not in kinds
     fc = snn.op("fc")
@@ -52,7 +52,7 @@ def test_residual_add_becomes_membrane_add_with_an_identity_synapse(digits_image
     g = make_resnet(seed=1)
     data = digits_image.train.x[:64]
     acts = evaluate(g, data)
-    snn = ConvertReLU(data=data)(g)
+    snn = ConvertReLU(data=data, channel_wise=False)(g)
     assert snn.find(Add) == []
     shortcut = "add_shortcut_relu1"
     assert snn.inputs("relu3") == ["conv3", shortcut]
@@ -84,8 +84,11 @@ def test_threshold_modes(digits_flat):
     errors = [np.sum((a - quantized_clipped(a, c, 8)) ** 2) for c in grid]
     assert theta == pytest.approx(grid[int(np.argmin(errors))])
     assert theta < 40.0 * 0.5  # the outlier is clipped rather than costing every other value
-    # quantized_clipped is what an IF neuron counts in T steps: floor, clipped to [0, θ]
-    assert quantized_clipped(np.array([-1.0, 0.26, 0.5, 2.0]), 1.0, 4).tolist() == [0.0, 0.25, 0.5, 1.0]
+    # quantized_clipped is what an IF neuron counts in T steps, clipped to [0, θ]: it rounds when
+    # v starts at θ/2 (the default) and floors when v starts at 0
+    a = np.array([-1.0, 0.26, 0.4, 0.5, 2.0])
+    assert quantized_clipped(a, 1.0, 4).tolist() == [0.0, 0.25, 0.5, 0.5, 1.0]
+    assert quantized_clipped(a, 1.0, 4, v_init=0.0).tolist() == [0.0, 0.25, 0.25, 0.5, 1.0]
 
     g = make_mlp(seed=3)
     snn = ConvertReLU(data=digits_flat.train.x[:64], mode="mse", steps=16)(g)
@@ -93,3 +96,51 @@ def test_threshold_modes(digits_flat):
     assert np.allclose(snn.op("relu1").threshold, mse_threshold(acts["relu1"].numpy(), 16))
     with pytest.raises(ValueError, match="threshold mode"):
         ConvertReLU(data=digits_flat.train.x[:4], mode="median")
+
+
+def test_if_neurons_start_at_half_threshold(digits_flat):
+    g = make_mlp(seed=1)
+    snn = ConvertReLU(data=digits_flat.train.x[:64])(g)
+    for name in snn.find(IF):
+        op = snn.op(name)
+        assert np.allclose(op.v_init, op.threshold / 2)
+    floor = ConvertReLU(data=digits_flat.train.x[:64], v_init=0.0)(g)
+    assert all(not np.any(floor.op(n).v_init) for n in floor.find(IF))
+
+
+def test_channel_balancing_leaves_the_ann_function_unchanged(digits_image):
+    """balance_channels on the ANN itself: outputs equal, each channel's activation divided by g."""
+    from snncompile.passes.convert import balance_channels
+
+    g = fold_batchnorm(make_cnn(seed=2))
+    x = digits_image.test.x[:32]
+    rng = np.random.default_rng(0)
+    gains = {r: rng.uniform(0.2, 3.0, g.shape(r)[0]) for r in g.find(ReLU)}
+    balanced = balance_channels(g, gains)
+    before, after = evaluate(g, x), evaluate(balanced, x)
+    (out,) = g.output_names()
+    assert np.allclose(after[out].numpy(), before[out].numpy(), atol=1e-9)
+    for relu, gain in gains.items():
+        assert np.allclose(after[relu].numpy() * gain[:, None, None], before[relu].numpy(), atol=1e-9)
+    assert balanced.metadata["channel_gains"].keys() == gains.keys()
+
+
+def test_channel_wise_conversion_gives_every_channel_the_layers_threshold(digits_image):
+    """Per-channel max balancing: g_c = λ_c / θ with θ the layer's max, so the first layer's input
+    current (host side, from the graph input) peaks at exactly θ in every live channel."""
+    g = fold_batchnorm(make_cnn(seed=2))
+    data = digits_image.train.x[:64]
+    snn = pipeline.run(g, pipeline.convert(data))
+    layered = pipeline.run(g, pipeline.convert(data, channel_wise=False))
+    acts = evaluate(g, data)
+    for name in snn.find(IF):
+        theta = float(snn.op(name).threshold.max())
+        assert theta == pytest.approx(float(layered.op(name).threshold.max()))  # θ stays the layer's max
+        peaks = acts[name].numpy().max(axis=(0, 2, 3))
+        expected = np.where(peaks > 0, peaks / theta, 1.0)
+        assert snn.metadata["channel_gains"][name] == pytest.approx(list(expected))
+    first = snn.find(IF)[0]
+    (syn,) = snn.inputs(first)
+    current = evaluate(snn, data, upto={syn})[syn].numpy().max(axis=(0, 2, 3))
+    live = acts[first].numpy().max(axis=(0, 2, 3)) > 0
+    assert np.allclose(current[live], float(snn.op(first).threshold.max()))

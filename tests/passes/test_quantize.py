@@ -55,3 +55,17 @@ def test_int_format_wrap_matches_twos_complement():
     fmt = IntFormat(bits=24)
     v = np.array([2**23 - 1, 2**23, -(2**23), -(2**23) - 1, 5])
     assert fmt.wrap(v).tolist() == [2**23 - 1, -(2**23), -(2**23), 2**23 - 1, 5]
+
+
+def test_half_threshold_initial_potential_is_exact_in_fixed_point(digits_image):
+    """v_init = θ/2 in the float SNN becomes exactly half of vth << 6 on the chip, whatever the
+    rounding of vth; a readout keeps v_init = 0."""
+    data = digits_image.train.x[:64]
+    for seed in (4, 5, 6):
+        g = pipeline.run(make_cnn(seed=seed), pipeline.loihi2(data, steps=8))
+        for name in g.find(LoihiNeuron):
+            op = g.op(name)
+            if op.readout:
+                assert not np.any(op.v_init)
+            else:
+                assert np.array_equal(op.v_init, op.vth * 32) and g.metadata["quantization"][name]["v_init_saturated"] == 0

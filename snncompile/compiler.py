@@ -21,6 +21,7 @@ from snncompile.ir.graph import Graph
 from snncompile.passes import pipeline
 from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection
 from snncompile.passes.partition import Partition, Placement
+from snncompile.passes.latency import CompensateDelay, latency_steps
 from snncompile.report.build import Report, build_report, write_report
 from snncompile.sim import ann
 from snncompile.sim import snn as float_snn
@@ -134,8 +135,11 @@ def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | No
         raise SnnCompileError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, not '{options.calibrate}'")
     bias_exp = 6 if options.target == "netx" else None
     with phase("quantize"):
+        # then each neuron starts depth·bias lower so its bias waits for its input (passes.latency;
+        # netx files hold no initial potential)
         fixed_graph = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
-                                                           bias_exp=bias_exp),))
+                                                           bias_exp=bias_exp),
+                                         CompensateDelay(enabled=options.target != "netx")))
     t0 = time.perf_counter()
     calibration = None
     if options.calibrate == "light" and ann is not None:
@@ -172,13 +176,14 @@ def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, pro
     for steps in report_progress.track(steps_list, "sweep", progress, unit="step counts", note="T={}".format):
         opts = dataclasses.replace(options, steps=int(steps), progress=False)
         snn = to_snn(graph, calib, opts)
-        float_run = float_snn.simulate(snn, ds.test.x, opts.steps, delay=1)
+        run_steps = opts.steps + latency_steps(snn)
+        float_run = float_snn.simulate(snn, ds.test.x, run_steps, delay=1)
         row = {"steps": opts.steps, "float_snn_accuracy": accuracy(next(iter(float_run.scores().values())),
                                                                     ds.test.y),
                "snn_accuracy": None}
         if options.target != "nir":
             fixed_graph, _ = fixed_point(snn, calib, opts, graph)
-            logits, _ = reference.predict(fixed_graph, ds.test.x, opts.steps, device=options.device,
+            logits, _ = reference.predict(fixed_graph, ds.test.x, run_steps, device=options.device,
                                           progress=progress)
             row["snn_accuracy"] = accuracy(logits, ds.test.y)
         rows.append(row)
@@ -265,6 +270,9 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     with phase("convert"):
         snn = to_snn(graph, calib, options)
         is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
+    # --steps T is T steps of evidence at the readout; every run lasts T + L (passes.latency)
+    latency = latency_steps(snn)
+    run_steps = options.steps + latency
     fixed_graph, placement = None, None
     if options.target != "nir":
         fixed_graph, placement = fixed_point(snn, calib, options, graph, timings)
@@ -275,12 +283,12 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         from snncompile.sim import activity
 
         with phase("activity"):
-            activity.check(snn, calib, options.steps, allow=options.allow_silent)
+            activity.check(snn, calib, run_steps, allow=options.allow_silent)
 
     with phase("ANN"):
         ann_logits = ann.forward(graph, ds.test.x).numpy() if is_ann else None
     with phase("float SNN"):
-        float_run = float_snn.simulate(snn, ds.test.x, options.steps, delay=1, progress=options.progress)
+        float_run = float_snn.simulate(snn, ds.test.x, run_steps, delay=1, progress=options.progress)
     float_logits = next(iter(float_run.scores().values()))  # spike counts when the last layer spikes
 
     snn_logits, stats, comparison = None, {}, None
@@ -289,7 +297,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
 
         with phase("reference"):
             snn_logits, stats = reference.predict(
-                fixed_graph, ds.test.x, options.steps, device=options.device, progress=options.progress
+                fixed_graph, ds.test.x, run_steps, device=options.device, progress=options.progress
             )
             if options.strict:
                 _check_overflows(fixed_graph, stats)  # before Lava runs: fail fast
@@ -297,10 +305,10 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         with phase("Lava"):
             check = ds.test.x[: options.samples]
             encoded = encode_inputs(fixed_graph, check)
-            ref_trace = reference.run(fixed_graph, check, options.steps, device=options.device).trace
+            ref_trace = reference.run(fixed_graph, check, run_steps, device=options.device).trace
             from snncompile.backends.lava import run_lava
 
-            lava_trace = run_lava(fixed_graph, check, options.steps, encoded=encoded, progress=options.progress)
+            lava_trace = run_lava(fixed_graph, check, run_steps, encoded=encoded, progress=options.progress)
             comparison = compare(ref_trace, lava_trace)
 
     activations, weight_errors, sweep = {}, {}, None
@@ -311,7 +319,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
             weight_errors = diagnostics.weight_error(snn, fixed_graph)
             if is_ann and options.activation_samples:
                 activations = diagnostics.activation_comparison(
-                    graph, fixed_graph, ds.test.x[: options.activation_samples], options.steps,
+                    graph, fixed_graph, ds.test.x[: options.activation_samples], run_steps,
                     device=options.device)
     if options.sweep_steps:
         with phase("sweep"):
@@ -327,7 +335,8 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         ann_logits=ann_logits, snn_logits=None if snn_logits is None else snn_logits / options.steps,
         stats=stats, comparison=comparison, test_samples=len(ds.test), calib_samples=len(calib),
         timings=timings, placement=placement, activations=activations, weight_errors=weight_errors,
-        sweep=sweep, data_info=ds.describe(options.calib_samples) | {
+        sweep=sweep, latency=(fixed_graph if fixed_graph is not None else snn).metadata.get("latency")
+        or {"steps": latency}, run_steps=run_steps, data_info=ds.describe(options.calib_samples) | {
             "accuracies": "every accuracy is measured on the evaluation data; calibration (thresholds, "
                           "fixed-point ranges, bias/weight calibration) saw only the calibration data"},
     )
@@ -340,7 +349,8 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         }
     check_x = ds.test.x[: options.samples] if fixed_graph is not None else None
     with phase("write"):
-        files = _write_outputs(Path(outdir), snn, fixed_graph, report, options, check_x=check_x)
+        files = _write_outputs(Path(outdir), snn, fixed_graph, report, options, check_x=check_x,
+                               run_steps=run_steps)
     report.data["timings_s"]["write_s"] = round(timings["write_s"], 3)  # for the summary; not in report.json
     return Compiled(graph, snn, fixed_graph, report, files, placement)
 
@@ -367,7 +377,7 @@ def check_outdir(outdir: str | Path, inputs: tuple = ()) -> Path:
 
 
 def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: Report, options: Options,
-                   check_x: np.ndarray | None = None):
+                   check_x: np.ndarray | None = None, run_steps: int | None = None):
     """Write every file into a staging folder beside ``outdir``, then put it in ``outdir``'s
     place whole (``snncompile.runtime.outdir.write``): no file of an earlier run stays beside the new
     ones, and on any failure or interrupt ``outdir`` is left as it was (or absent)."""
@@ -384,7 +394,7 @@ def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: 
             # the run bundle: the Lava graph and the compared samples, replayable without the model
             from snncompile.backends import bundle
 
-            files.update(bundle.write(fixed_graph, staging, steps=options.steps, x=check_x))
+            files.update(bundle.write(fixed_graph, staging, steps=run_steps or options.steps, x=check_x))
             files["run_on_loihi"] = bundle.write_script(staging)
         files.update(write_report(report, staging))
         return files

@@ -40,7 +40,9 @@ def test_main_job_on_bundled_cnn(tmp_path):
                                                      "report.html", "report.json", "report.md", "run_on_loihi.py"]
     report = json.loads((out / "report.json").read_text())
     assert report["target"] == "loihi2" and report["steps"] == 32
-    assert report["bit_exact"] == {"samples": 2, "layers": 3, "steps": 32, "mismatches": 0, "first_mismatch": None}
+    # T = 32 steps of evidence after L = 2 steps of synaptic delay: Lava and the reference run 34
+    assert report["latency_steps"] == 2 and report["total_steps"] == 34
+    assert report["bit_exact"] == {"samples": 2, "layers": 3, "steps": 34, "mismatches": 0, "first_mismatch": None}
     assert report["snn_accuracy"] >= 0.9 * report["ann_accuracy"]
     for layer in report["layers"]:
         assert {"name", "op", "neurons", "threshold", "saturations"} <= set(layer)

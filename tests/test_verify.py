@@ -15,6 +15,7 @@ from snncompile.report.verify import verify
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "examples" / "digits_mlp.pt2"
 STEPS = 16
+RUN = STEPS + 2  # T + L: the MLP's readout is two synaptic delays from the host (passes.latency)
 SIM = "Loihi2SimCfg(select_tag='fixed_pt')"
 
 pytestmark = pytest.mark.lava
@@ -55,7 +56,7 @@ def test_recording_from_the_script_is_identical(compiled):
     proc = snncompile("verify", out, "--against", recording)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "summary: identical"
-    assert f"vs {recording} ({SIM}), 2 sample(s) x {STEPS} steps" in proc.stdout
+    assert f"vs {recording} ({SIM}), 2 sample(s) x {RUN} steps" in proc.stdout
     for layer in ("relu_1", "relu_3", "dense_4_readout"):
         assert any(line.split()[:1] == [layer] and line.split()[2] == "0" for line in proc.stdout.splitlines())
 
@@ -73,9 +74,9 @@ def test_one_flipped_spike_is_found_exactly(compiled, tmp_path, capsys):
     assert proc.returncode == 1, proc.stderr
     assert (f"first divergence: layer relu_3, step 5, sample 1, neuron (7), spikes: expected {original}, "
             f"got {1 - original}") in proc.stdout
-    values = 2 * 16 * (64 + 32 + 10) * 2
+    values = 2 * RUN * (64 + 32 + 10) * 2
     assert proc.stdout.strip().splitlines()[-1] == f"summary: differs in 1 of {values} values"
-    assert "differing values per step, relu_3: 0 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0" in proc.stdout
+    assert "differing values per step, relu_3: 0 0 0 0 0 1 " + " ".join("0" * (RUN - 6)) in proc.stdout
     page = (Path(out) / "verify.html").read_text()  # the same section as the report's, as a page
     assert "relu_3" in page and "data:image/png;base64," in page
 
@@ -83,8 +84,8 @@ def test_one_flipped_spike_is_found_exactly(compiled, tmp_path, capsys):
     assert result["identical"] is False and result["passed"] is False
     assert result["first_divergence"] == {"layer": "relu_3", "step": 5, "sample": 1, "neuron": (7,),
                                           "quantity": "spikes", "expected": original, "got": 1 - original}
-    assert result["layers"]["relu_3"] == {"compared": 2 * 16 * 32 * 2, "differing": 1, "spikes_differing": 1,
-                                          "v_differing": 0, "per_step": [0] * 5 + [1] + [0] * 10}
+    assert result["layers"]["relu_3"] == {"compared": 2 * RUN * 32 * 2, "differing": 1, "spikes_differing": 1,
+                                          "v_differing": 0, "per_step": [0] * 5 + [1] + [0] * (RUN - 6)}
     assert result["layers"]["relu_1"]["differing"] == 0
     assert result["summary"] == f"differs in 1 of {values} values"
 
@@ -114,10 +115,10 @@ def test_verify_without_recording_compares_lava_and_reference(compiled, capsys):
     assert verify_main([str(out), "--samples", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["identical"] is True and result["against"] == "lava" and result["run_config"] == SIM
-    assert result["samples"] == 1 and result["sample_ids"] == [0] and result["steps"] == STEPS
+    assert result["samples"] == 1 and result["sample_ids"] == [0] and result["steps"] == RUN
     assert list(result["layers"]) == ["relu_1", "relu_3", "dense_4_readout"]
     assert result["first_divergence"] is None and result["summary"] == "identical"
-    assert result["compared"] == 16 * (64 + 32 + 10) * 2
+    assert result["compared"] == RUN * (64 + 32 + 10) * 2
 
 
 def bad(argv, capsys, *fragments):
@@ -141,7 +142,7 @@ def test_bad_input_is_one_line_and_exit_2(compiled, tmp_path, capsys):
         arrays["v/relu_3"] = arrays["v/relu_3"][:, :-1]
 
     bad([out, "--against", edited(recording, tmp_path / "short.npz", short)], capsys,
-        "'v/relu_3' has shape (2, 15, 32), the bundle needs (2, 16, 32)")
+        f"'v/relu_3' has shape (2, {RUN - 1}, 32), the bundle needs (2, {RUN}, 32)")
 
     def rename(arrays):
         meta = json.loads(str(arrays["meta"]))

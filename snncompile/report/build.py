@@ -15,6 +15,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.ops import IF, FixedConv2d, FixedDense, Flatten, LoihiNeuron, Output
 from snncompile.passes.partition import Placement, connections, incoming, spike_source
 from snncompile.report.labels import accuracy_labels
+from snncompile.sim.fixed import sum_dtypes
 from snncompile.sim.snn import readout_kind
 from snncompile.runtime.version import __version__
 from snncompile.targets.loihi2 import LOIHI2
@@ -33,7 +34,8 @@ class Report:
         mode = (d.get("calibration") or {}).get("mode", "none")
         calibrated = mode != "none"
         lines = [
-            f"target: {d['target']}   steps: {d['steps']}   test samples: {d['test_samples']}",
+            f"target: {d['target']}   steps: {d['steps']} + {d.get('latency_steps') or 0} latency   "
+            f"test samples: {d['test_samples']}",
             f"ANN accuracy: {_pct(d['ann_accuracy'])} "
             + ("(float ANN)" if d["ann_accuracy"] is not None else "(no ANN: the model is already spiking)"),
             f"float SNN accuracy: {_pct(d['float_snn_accuracy'])} (float SNN, not quantized"
@@ -142,10 +144,13 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
                  snn_accuracy, ann_logits, snn_logits, stats, comparison, test_samples, calib_samples,
                  timings, placement: Placement | None = None, activations: dict | None = None,
                  weight_errors: dict | None = None, sweep: list[dict] | None = None,
-                 data_info: dict | None = None) -> Report:
+                 data_info: dict | None = None, latency: dict | None = None,
+                 run_steps: int | None = None) -> Report:
     """report.json's content. ``data_info``: where the calibration and evaluation samples came
-    from (``snncompile.data.Dataset.describe``), else the data spec as given."""
-    layers = _fixed_layers(fixed_graph, snn_graph, stats, test_samples, options.steps) if fixed_graph else [
+    from (``snncompile.data.Dataset.describe``), else the data spec as given. ``latency``: the
+    record of passes.latency; ``run_steps``: the steps each inference ran (T + L)."""
+    run_steps = run_steps or options.steps
+    layers = _fixed_layers(fixed_graph, snn_graph, stats, test_samples, run_steps) if fixed_graph else [
         {"name": n, "op": snn_graph.op(n).kind.value, "shape": list(snn_graph.shape(n)),
          "neurons": int(np.prod(snn_graph.shape(n))), "synapses": None,
          "threshold": float(np.max(snn_graph.op(n).threshold)) if hasattr(snn_graph.op(n), "threshold") else None,
@@ -166,6 +171,10 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
     data = {
         "target": options.target,
         "steps": options.steps,
+        # T steps of evidence at the readout after L steps of synaptic delay (passes.latency)
+        "latency_steps": (latency or {}).get("steps", run_steps - options.steps),
+        "total_steps": run_steps,
+        "latency": None if latency is None else {k: v for k, v in latency.items() if k != "depths"},
         "data": options.data if data_info is None else data_info,
         "test_samples": test_samples,
         "calib_samples": calib_samples,
@@ -184,7 +193,7 @@ def build_report(*, options, float_graph, snn_graph, fixed_graph, ann_accuracy, 
         # residual connections of a directly trained SNN: lowering and cost each (passes.residual)
         "residual": (fixed_graph if fixed_graph is not None else snn_graph).metadata.get("residual"),
         "resources": None if placement is None or fixed_graph is None else
-        _resources(placement, fixed_graph, stats, test_samples, options.steps),
+        _resources(placement, fixed_graph, stats, test_samples, run_steps),
         "sweep": sweep,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "environment": {
@@ -285,6 +294,7 @@ def overflow_summary(counts: dict[str, dict[str, int]]) -> list[str]:
 
 def _fixed_layers(fixed_graph, snn_graph, stats, test_samples, steps) -> list[dict]:
     quant = fixed_graph.metadata.get("quantization", {})
+    dtypes = sum_dtypes(fixed_graph)
     layers = []
     for name in fixed_graph.find(LoihiNeuron):
         op = fixed_graph.op(name)
@@ -298,6 +308,8 @@ def _fixed_layers(fixed_graph, snn_graph, stats, test_samples, steps) -> list[di
             "shape": list(fixed_graph.shape(name)),
             "neurons": neurons,
             "synapses": _synapses(fixed_graph, name),
+            # per synapse feeding it, the float type the reference's exact sum runs in (sim.fixed)
+            "synapse_dtype": {s: dtypes[s] for s in fixed_graph.inputs(name) if s in dtypes},
             "threshold": float(np.max(float_op.threshold)) if isinstance(float_op, IF) else None,
             "vth": int(np.max(op.vth)),
             "scale": q.get("scale"),
@@ -341,7 +353,8 @@ def _md(report: Report) -> str:
     lines = [
         "# snncompile report",
         "",
-        f"Target **{d['target']}**, {d['steps']} steps.",
+        f"Target **{d['target']}**, {d['steps']} steps of evidence after {d.get('latency_steps', 0)} steps of "
+        f"latency ({d.get('total_steps', d['steps'])} steps per inference).",
         "",
         *data_lines(d),
         "",

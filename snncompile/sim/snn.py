@@ -5,6 +5,13 @@ The fast, labelled float path (not bit-exact): for checks against other float si
 topological order; a node fed only by the Input (the host side) is computed once. Each
 synaptic op (Dense, Conv2d) whose input depends on a neuron delays its output by ``delay``
 steps: 1 is what Loihi and Lava do, 0 is what snnTorch and most float frameworks do.
+
+Biases wait for the input (the latency contract, passes.latency): with a delay, a synapse delivers
+nothing, its bias included, before its source's first input can arrive (``ir.timing``), so each
+layer runs the delay-free trajectory shifted by its depth. The fixed-point graph does the same once
+passes.latency has started each neuron depth·bias lower (on the chip the bias is the neuron's,
+added to v from step 0; uncompensated, that early bias cost up to 40 pp at T=8 against this
+simulator, benchmarks/fidelity.py --gap). netx graphs cannot be compensated (no initial potential).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from snncompile.runtime import progress as report_progress
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import IF, LIF, Add, Concat, Conv2d, Dense, Integrator, Reset
+from snncompile.ir.timing import arrivals
 from snncompile.sim.ann import UNARY, evaluate
 
 
@@ -76,6 +84,8 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
         v0 = torch.as_tensor(np.broadcast_to(op.v_init, graph.shape(name)).copy(), dtype=dtype, device=device)
         state[name] = {"v": v0.expand(shape).clone(), "i": torch.zeros(shape, dtype=dtype, device=device)}
     queues = {name: [] for name, op in graph.nodes() if isinstance(op, (Dense, Conv2d)) and name in dynamic}
+    # the step from which each delayed synapse delivers (its bias waits for its source's input)
+    starts = {name: arrivals(graph)[name][0] * delay for name in queues} if delay > 0 else {}
     rec_s = {k: [] for k in spiking} if record else {}
     rec_v = {k: [] for k in spiking} if record else {}
     per_step = {o: [] for o in graph.output_names()}
@@ -87,7 +97,7 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
     def param(arr, name):
         return torch.as_tensor(np.broadcast_to(arr, graph.shape(name)).copy(), dtype=dtype, device=device)
 
-    for _ in report_progress.track(range(steps), "float SNN", progress, unit="steps"):
+    for t in report_progress.track(range(steps), "float SNN", progress, unit="steps"):
         values = dict(static)
         for name, op in graph.nodes():
             if name in static:
@@ -121,6 +131,8 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
                 if name in queues and delay > 0:
                     queues[name].append(out)
                     out = queues[name].pop(0) if len(queues[name]) > delay else torch.zeros_like(out)
+                    if t < starts[name]:
+                        out = torch.zeros_like(out)
                 values[name] = out
             else:
                 raise SnnCompileError(f"node '{name}': {op.kind.value} has no float time-stepped semantics")

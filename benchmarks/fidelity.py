@@ -15,6 +15,16 @@ Calibration modes (snncompile/passes/calibrate.py), all measured on the fixed-po
 
 Calibration uses the digits train split (``--calib-samples`` of it); accuracy is measured on the
 test split. The models are the bundled examples (examples/train_digits_cnn.py writes them).
+
+Each row also has the float SNN (the same conversion, no quantization, the chip's delays) and the
+peer: SpikingJelly 2.0's ``ann2snn`` (``RateCodingRecipe``: Max, 99.9 %, and channel-wise with
+half threshold, float, no synaptic delay) on the same trained weights, calibration samples and
+steps; its best mode per model and T beside ours with the difference. ``--gap`` adds the
+fixed-point-vs-float breakdown: the float SNN with one quantized quantity (weights, thresholds,
+biases, initial potentials) put back from the fixed-point graph at a time.
+
+Runs last T + L steps (``passes.latency``: T steps of evidence at the readout) for our graphs; the
+peer, without delays, runs T.
 """
 
 from __future__ import annotations
@@ -34,13 +44,15 @@ from snncompile.backends import reference
 from snncompile.data import load
 from snncompile.ir.ops import IF, Conv2d, Dense
 from snncompile.passes import pipeline
-from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection, channel_mean
+from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection, channel_gain, channel_mean
 from snncompile.passes.quantize import Quantize
 from snncompile.sim import snn as float_snn
 from snncompile.sim.ann import evaluate, forward
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"cnn": "examples/digits_cnn.pt2", "resnet": "examples/digits_resnet.pt2", "mlp": "examples/digits_mlp.pt2"}
+MODELS = {"cnn": "examples/digits_cnn.pt2", "resnet": "examples/digits_resnet.pt2", "vgg": "examples/digits_vgg.pt2",
+          "mlp": "examples/digits_mlp.pt2"}
+PEER_MODES = (("Max", False, False), ("99.9%", False, False), ("99.9%", True, True), ("Max", True, True))
 MODES = ("none", "light (float)", "light", "advanced")
 
 
@@ -51,7 +63,8 @@ def float_bias_correction(ann, snn, data, steps):
     for layer in layers:
         run = float_snn.simulate(snn, data, steps, delay=1, record=True)
         theta = np.max(snn.op(layer).threshold)
-        err = channel_mean(run.spikes[layer].mean(axis=1) * theta - targets[layer].numpy())
+        rate = run.spikes[layer].mean(axis=1) * theta * channel_gain(snn, layer)  # in the ANN's units
+        err = channel_mean(rate - targets[layer].numpy()) / channel_gain(snn, layer)
         synapse = next(s for s in snn.inputs(layer) if isinstance(snn.op(s), (Dense, Conv2d)))
         op = snn.op(synapse)
         per_channel = np.broadcast_to(err, snn.shape(layer)).reshape(op.weight.shape[0], -1)[:, 0]
@@ -63,60 +76,160 @@ def float_bias_correction(ann, snn, data, steps):
 
 
 def run_mode(mode, ann, snn, calib, steps):
-    """The fixed-point graph for one calibration mode, and the seconds calibration took."""
-    quantize = Quantize(data=calib, steps=steps)
-    t0 = time.perf_counter()
+    """The fixed-point graph for one calibration mode (the compiler's own quantize, delay
+    compensation and calibration), and the seconds calibration took."""
+    from snncompile.compiler import Options, fixed_point
+
     if mode == "light (float)":
-        fixed = pipeline.run(float_bias_correction(ann, snn, calib, steps), (quantize,))
+        t0 = time.perf_counter()
+        fixed = pipeline.run(float_bias_correction(ann, snn, calib, steps), (Quantize(data=calib, steps=steps),))
         return fixed, time.perf_counter() - t0
-    fixed = pipeline.run(snn, (quantize,))
-    t0 = time.perf_counter()
-    if mode == "light":
-        fixed = pipeline.run(fixed, (BiasCorrection(ann=ann, data=calib, steps=steps),))
-    elif mode == "advanced":
-        fixed = pipeline.run(fixed, (AdvancedCalibration(ann=ann, data=calib, steps=steps),))
-    return fixed, (time.perf_counter() - t0 if mode != "none" else 0.0)
+    fixed, _ = fixed_point(snn, calib, Options(steps=steps, calibrate=mode, progress=False), ann)
+    return fixed, fixed.metadata["calibration"]["seconds"]
+
+
+def total_steps(snn, steps):
+    try:
+        from snncompile.passes.latency import latency_steps
+    except ImportError:  # before the latency contract: T steps in all
+        return steps
+    return steps + latency_steps(snn)
+
+
+def torch_module(key):
+    """The trained nn.Module of a bundled model (its architecture from examples/train_digits_cnn.py)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import train_digits_cnn as train
+
+    module = {"cnn": train.make_cnn, "vgg": train.make_vgg, "mlp": train.make_mlp, "resnet": train.ResNet}[key]()
+    module.load_state_dict(torch.export.load(ROOT / MODELS[key]).state_dict)
+    return module.eval()
+
+
+def spikingjelly_best(key, calib, x, y, steps_list):
+    """SpikingJelly 2.0 ann2snn per T: {T: (best accuracy, its mode)} over PEER_MODES."""
+    import contextlib
+    import io
+
+    from spikingjelly.activation_based import ann2snn, functional
+
+    best = {}
+    data = torch.tensor(calib, dtype=torch.float32)
+    loader = [(data[i:i + 64], None) for i in range(0, len(data), 64)]
+    xt = torch.tensor(x, dtype=torch.float32)
+    for mode, channel_wise, half in PEER_MODES:
+        with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar
+            recipe = ann2snn.RateCodingRecipe(loader, mode=mode, channel_wise=channel_wise, half_threshold=half)
+            snn = ann2snn.Converter(recipe).convert(torch_module(key))
+        name = f"{mode}{' channel-wise θ/2' if channel_wise else ''}"
+        for steps in steps_list:
+            functional.reset_net(snn)
+            out = 0
+            with torch.no_grad():
+                for _ in range(steps):
+                    out = out + snn(xt)
+            acc = float(np.mean(out.argmax(1).numpy() == y))
+            if acc > best.get(steps, (-1, ""))[0]:
+                best[steps] = (acc, name)
+    return best
+
+
+def dequantized(snn, fixed, parts):
+    """The float SNN with ``parts`` (weights, thresholds, biases, v_init) taken from the fixed graph."""
+    from snncompile.ir.ops import BiasEncoder, LoihiNeuron
+
+    b = snn.edit()
+    for layer in fixed.find(LoihiNeuron):
+        op = fixed.op(layer)
+        if layer not in snn:
+            continue
+        unit = op.v_scale / 64  # integer weight units per float unit
+        synapses = [s for s in fixed.inputs(layer) if not isinstance(fixed.op(s), BiasEncoder)]
+        if "weights" in parts:
+            for s in synapses:
+                b.replace(s, dataclasses.replace(b.op(s), weight=fixed.op(s).weight / unit))
+        new = {}
+        if "thresholds" in parts and not op.readout:
+            new["threshold"] = np.full(op.vth.shape, float(op.vth.max()) / unit)
+        if "v_init" in parts:
+            new["v_init"] = op.v_init / op.v_scale
+        if "biases" in parts and synapses:
+            bias = op.bias_format.decode(op.bias_mant, op.bias_exp) / op.v_scale
+            per_channel = bias.reshape(bias.shape[0], -1)[:, 0] if bias.ndim == 3 else bias
+            for s in synapses:
+                b.replace(s, dataclasses.replace(b.op(s), bias=per_channel if s == synapses[0] else None))
+        if new:
+            b.replace(layer, dataclasses.replace(b.op(layer), **new))
+    return b.build()
+
+
+GAP_PARTS = (("weights",), ("thresholds",), ("biases",), ("v_init",), ("weights", "thresholds", "biases", "v_init"))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["cnn", "resnet"], choices=sorted(MODELS))
-    p.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32, 64])
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--threshold", default="mse", choices=["max", "percentile", "mse"])
-    p.add_argument("--calib-samples", type=int, default=1024)
-    p.add_argument("--out", default=None, help="also write the table (with a header) to this file")
+    p.add_argument("--models", nargs="+", default=["cnn", "resnet", "vgg"], choices=sorted(MODELS))
+    p.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--modes", nargs="+", default=["none", "light", "advanced"], choices=MODES)
+    p.add_argument("--threshold", default="max", choices=["max", "percentile", "mse"])
+    p.add_argument("--calib-samples", type=int, default=256)
+    p.add_argument("--test-samples", type=int, default=None, help="the first N test samples (default: all)")
+    p.add_argument("--no-peer", action="store_true", help="skip SpikingJelly")
+    p.add_argument("--gap", action="store_true", help="also print the fixed-vs-float breakdown (mode none)")
+    p.add_argument("--out", default=None, help="also write the tables (with a header) to this file")
     args = p.parse_args()
 
     lines = [
-        f"Digits test split (360 samples); calibration on the first {args.calib_samples} samples of the "
-        f"train split; threshold balancing `{args.threshold}`; accuracy of the Loihi 2 fixed-point SNN on "
-        "the exact reference simulator (bit-identical to Lava fixed_pt). `calib s`: wall time of the "
-        f"calibration alone, {torch.get_num_threads()} torch thread(s), {platform.processor() or platform.machine()}.",
+        f"Digits test split; calibration on the first {args.calib_samples} samples of the train split; "
+        f"threshold balancing `{args.threshold}` with the defaults (θ/2 initial potential, per-channel "
+        "balancing); accuracy of the Loihi 2 fixed-point SNN on the exact reference simulator "
+        "(bit-identical to Lava fixed_pt). `float`: the float SNN of the same conversion. `SJ best`: "
+        "SpikingJelly 2.0 ann2snn's best mode (float, no delay) at the same T. `calib s`: wall time of "
+        f"the calibration alone, {torch.get_num_threads()} torch thread(s).",
         "",
-        "| model | ANN | T | calibrate | SNN acc (fixed point) | SNN − ANN (pp) | calib s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | ANN | T | float SNN | calibrate | SNN (fixed point) | SNN − ANN (pp) | SJ best | ours − SJ (pp) | calib s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    gap_lines = ["", "Fixed point vs float SNN (calibrate none), one quantized quantity at a time:", "",
+                 "| model | T | float | " + " | ".join("+".join(g) if len(g) == 1 else "all" for g in GAP_PARTS)
+                 + " | fixed |", "|---" * (len(GAP_PARTS) + 4) + "|"]
     print("\n".join(lines), flush=True)
     for key in args.models:
         graph = load_model(ROOT / MODELS[key])
         ds = load("digits", graph.shape(graph.input_names()[0]))
         calib = ds.train.x[: args.calib_samples]
-        ann_acc = accuracy(forward(graph, ds.test.x).numpy(), ds.test.y)
+        x, y = ds.test.x[: args.test_samples], ds.test.y[: args.test_samples]
+        ann_acc = accuracy(forward(graph, x).numpy(), y)
+        peer = {} if args.no_peer else spikingjelly_best(key, calib, x, y, args.steps)
         for steps in args.steps:
             snn = pipeline.run(graph, pipeline.convert(calib, mode=args.threshold, steps=steps))
+            run_steps = total_steps(snn, steps)
+            float_acc = accuracy(next(iter(float_snn.simulate(snn, x, run_steps, delay=1).scores().values())), y)
             for mode in args.modes:
                 fixed, seconds = run_mode(mode, graph, snn, calib, steps)
-                logits, _ = reference.predict(fixed, ds.test.x, steps, device="cpu", progress=False)
-                acc = accuracy(logits, ds.test.y)
-                row = (f"| {key} | {100 * ann_acc:.2f} % | {steps} | {mode} | {100 * acc:.2f} % | "
-                       f"{100 * (acc - ann_acc):+.2f} | {seconds:.1f} |")
+                logits, _ = reference.predict(fixed, x, run_steps, device="cpu", progress=False)
+                acc = accuracy(logits, y)
+                sj = peer.get(steps)
+                sj_cells = (f"{100 * sj[0]:.2f} % ({sj[1]}) | {100 * (acc - sj[0]):+.2f}" if sj else "— | —")
+                row = (f"| {key} | {100 * ann_acc:.2f} % | {steps} | {100 * float_acc:.2f} % | {mode} | "
+                       f"{100 * acc:.2f} % | {100 * (acc - ann_acc):+.2f} | {sj_cells} | {seconds:.1f} |")
                 lines.append(row)
                 print(row, flush=True)
+                if args.gap and mode == "none":
+                    cells = []
+                    plain = pipeline.run(snn, (Quantize(data=calib, steps=steps),))  # no delay compensation
+                    for parts in GAP_PARTS:
+                        run = float_snn.simulate(dequantized(snn, plain, parts), x, run_steps, delay=1)
+                        cells.append(f"{100 * accuracy(next(iter(run.scores().values())), y):.2f}")
+                    gap_lines.append(f"| {key} | {steps} | {100 * float_acc:.2f} | " + " | ".join(cells)
+                                     + f" | {100 * acc:.2f} |")
+    if args.gap:
+        print("\n".join(gap_lines), flush=True)
+        lines += gap_lines
     if args.out:
         command = "python benchmarks/fidelity.py " + " ".join(sys.argv[1:])
-        Path(args.out).write_text(f"# Fidelity: calibration in Loihi 2 fixed point\n\nProduced by `{command}`.\n\n"
-                                  + "\n".join(lines) + "\n")
+        Path(args.out).write_text(f"# Fidelity: conversion and calibration in Loihi 2 fixed point\n\nProduced by "
+                                  f"`{command}`.\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

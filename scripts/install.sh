@@ -27,11 +27,13 @@ $PIP install --no-deps "nirtorch==2.6" 2>&1 | { grep -v "is ignored" || true; } 
 $PIP install --no-deps --ignore-requires-python "lava-dl==0.6.0" 2>&1 | { grep -v "is ignored" || true; }
 # interop judges (issue 18): each tool's own NIR exporter/importer runs in tests/interop. All
 #   --no-deps so that torch==2.13.0 and nir stay as installed; the small packages their imports
-#   need are named here (sinabs: pbr; spikingjelly: loguru; lava-dl netx: cv2). sinabs pins
+#   need are named here (sinabs: pbr; spikingjelly: loguru, and requests with its four for
+#   ann2snn, the peer in benchmarks/fidelity.py; lava-dl netx: cv2). sinabs pins
 #   nir<=1.0.4, ignored: its to_nir output needs g.infer_types() before nir.write (see README).
 $PIP install --no-deps "sinabs==3.1.3" "norse==1.1.0" "spikingjelly==2.0.0" "rockpool==3.1.0" \
-  "pbr==7.1.3" "loguru==0.7.3" "opencv-python-headless==5.1.0.95" 2>&1 | { grep -v "is ignored" || true; }
-"$VENV/bin/python" -c "import sinabs, norse.torch, spikingjelly.activation_based.nir_exchange, rockpool.nn.modules.torch.nir, cv2, torch; assert torch.__version__.startswith('2.13.0')"
+  "pbr==7.1.3" "loguru==0.7.3" "opencv-python-headless==5.1.0.95" "requests==2.34.2" "urllib3==2.8.0" \
+  "idna==3.20" "charset-normalizer==3.5.3" "certifi==2026.10.19.post1" 2>&1 | { grep -v "is ignored" || true; }
+"$VENV/bin/python" -c "import sinabs, norse.torch, spikingjelly.activation_based.nir_exchange, spikingjelly.activation_based.ann2snn, rockpool.nn.modules.torch.nir, cv2, torch; assert torch.__version__.startswith('2.13.0')"
 # model zoo (issue 15): torchvision's own constructors for tests/zoo and benchmarks/zoo.py. 0.28.0
 #   matches torch 2.13; --no-deps keeps torch as installed. Its compiled extension links CUDA and
 #   does not load here: tests/zoo/models.py declares the two op schemas its Python code needs.

@@ -366,9 +366,7 @@ def test_readme_snippet_runs_model_net_bit_exact(compiled_mlp, monkeypatch):
 def test_our_net_file_round_trips(compiled_mlp, digits_flat, tmp_path):
     """compile -> model.net -> read by content (frontends/netx.py) -> every spiking layer's spikes
     equal our reference's; compile again -> exit 0 and bit-exact against Lava. Files written by
-    lava-dl's own slayer blocks are not tested: slayer imports torchvision, whose compiled
-    operators do not load beside torch 2.13 (shared DESIGN §6/§8), so its export_hdf5 cannot run
-    here; our writer follows netx's documented layout (backends/netx.py's docstring)."""
+    lava-dl's own slayer blocks: tests/interop/test_slayer_net.py."""
     import json
 
     from snncompile.backends import bundle

@@ -53,9 +53,15 @@ def fixed_counts(graph, digits, x, steps: int = STEPS) -> np.ndarray:
     return spikes[:, delay:].sum(1).reshape(len(x), -1)
 
 
-def judge(theirs, graph, digits, x, path, tmp_path, *extra):
-    """Exact float counts, >= 98 % class agreement in fixed point, exit 0 from the CLI."""
-    assert_counts_match(theirs, our_counts(graph, x, STEPS), min_rate=0.005)
+def judge(theirs, graph, digits, x, path, tmp_path, *extra, equal: float = 1.0):
+    """Exact float counts (or the share ``equal`` of them and >= 98 % class agreement), >= 98 %
+    class agreement in fixed point, exit 0 from the CLI."""
+    ours = our_counts(graph, x, STEPS)
+    if equal == 1.0:
+        assert_counts_match(theirs, ours, min_rate=0.005)
+    else:
+        theirs = np.asarray(theirs).reshape(ours.shape)
+        assert np.mean(theirs == ours) >= equal and agreement(theirs, ours) >= 0.98
     assert agreement(theirs, fixed_counts(graph, digits, x)) >= 0.98
     if path is not None:
         code = main([str(path), "-o", str(tmp_path / "out"), "--steps", str(STEPS), "--samples", "1",
@@ -114,24 +120,31 @@ def test_spikingjelly_cnn(digits, x, tmp_path):
     judge(theirs, graph, digits, x, path, tmp_path)
 
 
-@pytest.mark.parametrize("beta", [1.0, 0.9])
-def test_snntorch_cnn(digits, x, tmp_path, beta):
+@pytest.mark.parametrize("beta,reset", [(1.0, "zero"), (1.0, "subtract"), (0.9, "zero"), (0.9, "subtract")])
+def test_snntorch_cnn(digits, x, tmp_path, beta, reset):
     snn = pytest.importorskip("snntorch")
     from snntorch.export_nir import export_to_nir
 
     c1, c2, fc = trained_cnn()
 
     def leaky(shape, **kw):  # per-neuron tensors, as snnTorch's exporter needs (shared DESIGN §6)
-        return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.ones(shape), reset_mechanism="zero",
+        return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.ones(shape), reset_mechanism=reset,
                          reset_delay=False, init_hidden=True, **kw)
 
     net = torch.nn.Sequential(c1, leaky((16, 8, 8)), c2, leaky((32, 4, 4)), torch.nn.AvgPool2d(2),
                               torch.nn.Flatten(), fc, leaky((10,), output=True))
     total = snntorch_counts(net, x, STEPS)
     path = write(export_to_nir(net, torch.tensor(x[:1]), ignore_dims=[0]), tmp_path)
-    graph = nir_frontend.load_model(path)
+    # its exporter drops reset_mechanism (read as zero, like snnTorch's importer): say it
+    graph = nir_frontend.load_model(path, reset=None if reset == "zero" else reset)
     assert graph.metadata["nir_producer"] == "snntorch"
-    judge(total.numpy(), graph, digits, x, path if beta == 1.0 else None, tmp_path)
+    if reset == "zero":
+        judge(total.numpy(), graph, digits, x, path if beta == 1.0 else None, tmp_path)
+    else:  # caveat: after a step that leaves v above θ past its reset (an input above 2θ in one
+        # step), snnTorch tests v − θ against θ (Leaky.forward: mem_reset, then do_reset);
+        # measured 94.3 % (β = 1) and 93.8 % (β = 0.9) of the 1,000 counts equal
+        judge(total.numpy(), graph, digits, x, path if beta == 1.0 else None, tmp_path,
+              "--nir-reset", reset, equal=0.93)
 
 
 def norse_net(pool):

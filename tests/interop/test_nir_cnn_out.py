@@ -120,6 +120,26 @@ def test_snntorch_runs_its_flavour_cnn(digits_image, tmp_path, fold_pool):
     assert agree(total.numpy(), ours(snn, x)) >= 0.98
 
 
+def test_no_one_file_serves_snntorch_and_norse(digits_image, tmp_path):
+    """Why snnTorch needs its flavour (README, "Interop"): no NIR neuron node reads as an IF in
+    both. snnTorch maps nir.IF to Leaky(beta=0.9) and asserts r == 1 (snntorch/import_nir.py,
+    _nir_to_snntorch_module), while SpikingJelly wants IF r = 1/dt: the default file is refused.
+    norse maps nir.LIF to LIFBoxCell(tau_mem_inv=1/tau, dt) and ignores r (norse/torch/utils/
+    import_nir.py): its input gain is dt/tau, so the nearly leak-free LIF of the snnTorch flavour
+    gets almost no input there. (A CubaLIF with tau_syn = dt reads as an IF in snnTorch,
+    SpikingJelly and norse given dt=1e-4, but sinabs' from_nir has no CubaLIF.)"""
+    pytest.importorskip("snntorch")
+    norse = pytest.importorskip("norse.torch")
+    from snntorch.import_nir import import_from_nir
+
+    _, path = model_file(digits_image, Reset.ZERO, tmp_path, True)
+    with pytest.raises(AssertionError, match="r != 1 not supported"):
+        import_from_nir(nir.read(path))
+    snn, path = model_file(digits_image, Reset.ZERO, tmp_path, True, flavor="snntorch")
+    x = digits_image.test.x[:N]
+    assert agree(stepped(norse.from_nir(nir.read(path), ignore_warnings=True), x), ours(snn, x)) < 0.5
+
+
 def test_rockpool_flavour_refuses_a_cnn_in_one_line(digits_image, tmp_path):
     snn = converted(digits_image, Reset.SUBTRACT)
     with pytest.raises(UnsupportedModelError) as info:

@@ -441,3 +441,63 @@ def test_bundled_digits_models_are_accurate(file, image, shape, digits_image, di
     logits = forward(graph, data.test.x)
     accuracy = np.mean(logits.argmax(1).numpy() == data.test.y)
     assert accuracy >= 0.95
+
+
+class MutatedThroughAView(nn.Module):
+    """A view taken before an in-place ReLU sees the mutation in eager mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        y = self.conv(x)
+        flat = y.view(y.shape[0], -1)
+        y.relu_()
+        return self.fc(flat)
+
+
+class InplaceChain(nn.Module):
+    """out += x, then relu_ on the result, then the mutated tensor read again by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 1, 3, padding=1)
+        self.b = nn.Conv2d(1, 1, 1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        out = self.a(x)
+        out += x
+        out.relu_()
+        return self.fc(torch.flatten(self.b(out) + out, 1))
+
+
+def test_inplace_ops_are_walked_in_order_without_functionalizing(monkeypatch):
+    """Elementwise in-place ops on unaliased tensors lower as their out-of-place twins, each
+    mutated tensor reading the result afterwards; run_decompositions is not needed (it is slow)."""
+    from torch.export import ExportedProgram
+
+    from snncompile.frontends import torch as torch_frontend
+
+    calls = []
+    original = ExportedProgram.run_decompositions
+    monkeypatch.setattr(ExportedProgram, "run_decompositions",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    for model in (randomize_batchnorm(TinyResNet("adaptive")), InplaceChain()):
+        x = torch.randn(4, 1, 8, 8)
+        program = torch.export.export(model.eval(), (x[:2],))
+        assert torch_frontend._has_inplace_ops(program) and torch_frontend._inplace_in_walk_order(program)
+        assert_computes_like(from_exported(program), model, x)
+    assert not calls
+
+
+def test_an_inplace_op_seen_through_a_view_is_functionalized_first():
+    from snncompile.frontends import torch as torch_frontend
+
+    model = MutatedThroughAView().eval()
+    x = torch.randn(4, 1, 8, 8)
+    program = torch.export.export(model, (x[:2],))
+    assert torch_frontend._has_inplace_ops(program) and not torch_frontend._inplace_in_walk_order(program)
+    assert_computes_like(from_exported(program), model, x)

@@ -231,6 +231,7 @@ class Row:
     mismatches: int = 0
     compared: str = ""
     argmax_agree: float = float("nan")
+    sum_types: str = ""  # the reference's synaptic sums: how many run in float32 (sim.fixed.sum_dtypes)
 
     def median(self, side: str) -> float:
         return statistics.median(self.times[side])
@@ -241,6 +242,8 @@ def measure(net: Network, args) -> Row:
 
     graph, x, steps, device = net.graph, net.x, args.steps, args.device
     row = Row(net.name, neuron_count(graph), synapse_count(graph), len(x), steps)
+    dtypes = fixed.sum_dtypes(graph)
+    row.sum_types = f"{sum(d == 'float32' for d in dtypes.values())} of {len(dtypes)} in float32"
     t0 = time.perf_counter()
     encoded = encode_inputs(graph, x)
     row.encode_s = time.perf_counter() - t0
@@ -422,9 +425,11 @@ def report(rows: list[Row], args, started: str, wall: float) -> str:
         "- (c) is not bit-exact and is not meant to be: float state, no one-step synaptic delay, "
         "snnTorch's reset order and no 24-bit limits. It runs the same layers, weights, thresholds "
         "and input currents, so it does the same amount of work.",
-        "- The reference keeps every synaptic sum exact in float64 (DESIGN §5: never float32/TF32 "
-        "for exact sums); snnTorch runs float32 by default. Column (c64) shows snnTorch at the "
-        "reference's precision.",
+        "- The reference runs a synaptic sum in float32 where a static bound proves it exact (every "
+        "partial sum an integer below 2**24), else in float64, never TF32 or bfloat16; IF layers whose "
+        "bounds allow it hold their state in float32 too (`snncompile.sim.fixed`). Synaptic sums in "
+        "float32: " + "; ".join(f"{r.name} {r.sum_types}" for r in rows) + ". snnTorch runs float32 "
+        "by default; column (c64) shows it in float64.",
         "- The host-side input encoding (`encode_inputs`, one sample at a time in float64 so that it "
         "cannot depend on the batch) is shared by all sides and not in their times; its cost is listed.",
         "",

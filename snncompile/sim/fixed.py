@@ -1,12 +1,20 @@
 """The exact fixed-point simulator: Loihi 2 integer arithmetic as Lava 0.10 computes it, batched.
 
-Bit-exactness rules (shared DESIGN §5): neuron state is held in int64 tensors and updated with
-the shifts, wraps and clips of Lava's PyLifModelBitAcc; synaptic sums run as float64 matmul or
-convolution (exact: every partial sum is an integer far below 2**53) and go back to int64 at
-once, so neither the summation order, the batch size nor the device changes a bit. float64
-rather than int64 kernels on every device: torch has no int64 matmul or convolution on CUDA,
-and on the CPU its int64 kernels are slower than float64 BLAS (measured: int64 matmul about 6x,
-int64 conv2d about 3x slower). Never float32 or TF32 (DESIGN §5).
+Bit-exactness rules (shared DESIGN §5): neuron state holds integers, in int64 tensors (float32
+where a bound proves it exact, below), updated with the shifts, wraps and clips of Lava's
+PyLifModelBitAcc; synaptic sums run as float matmul or convolution on integer values, so
+neither the summation order, the batch size nor the device changes a bit. Which float, per
+synapse, a static bound decides (``sum_dtypes``): a sum of 0/1 spikes times integer weights has
+every partial sum, in any order, at most the synapse's largest absolute row sum of weights
+(``sum_bound``). Below 2**24 every such partial sum is an integer float32 holds exactly, so
+float32 is exact there (oneDNN's and BLAS's fast paths); from 2**24 on, float64 (exact below
+2**53). TF32 and bfloat16 are switched off for the simulator's own ops (``_ieee_float32``) and
+the caller's settings restored after. On CUDA a float32 convolution runs without cuDNN (im2col
+and a cuBLAS GEMM): cuDNN may pick a Winograd or FFT kernel, whose transformed-domain sums are
+not integers and whose float32 error no bound here limits. Float rather than int64 kernels on
+every device: torch has no int64 matmul or convolution on CUDA, and on the CPU its int64
+kernels are slower than float64 BLAS (measured: int64 matmul about 6x, int64 conv2d about 3x
+slower).
 
 Speed without giving up a bit:
 
@@ -23,10 +31,17 @@ Speed without giving up a bit:
 - The decays take their exact shortcuts: decay(x, 0) = 0 and decay(x, 4096) = x, so an IF
   neuron (du = 4095, dv = 0) does no decay work; otherwise decay is one truncating division,
   which equals sign(p)·(|p| >> 12).
+- An IF neuron layer (du = 4095 and dv = 0: no decay product) fed only by float32
+  sums without a wrap, whose |v| + |u| + |bias| stays below 2**24 by the bounds above (no u
+  wrap), holds v in float32: every value it forms is then an integer float32 holds exactly, so
+  its adds, threshold test and reset are exact, and its synapses hand it their float32 sums and
+  read its float32 0/1 spikes without a conversion (float32 elementwise work is several times
+  cheaper than int64 on the CPU). Traces, counts and outputs are int64 as before.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +58,11 @@ DECAY_SHIFT = 12
 DECAY_UNITY = 1 << DECAY_SHIFT
 ACT_SHIFT = 6
 VTH_SHIFT = 6
+
+
+# float32 holds every integer of magnitude up to 2**24 exactly; a sum whose partial sums all
+# stay below it is exact in float32.
+FLOAT32_EXACT = 2**24
 
 
 def default_device() -> str:
@@ -112,7 +132,13 @@ class _Counts:
         self.parts: dict[str, list[torch.Tensor]] = {}
 
     def add(self, key: str, flags: torch.Tensor) -> None:
-        self.parts.setdefault(key, []).append(torch.count_nonzero(flags))
+        if flags.dtype == torch.float32 and flags.numel() < FLOAT32_EXACT:
+            # float32 0/1 spikes: every partial sum is an integer below 2**24, so the sum is
+            # exact in any order (and several times faster than count_nonzero on floats)
+            count = flags.sum().to(torch.int64)
+        else:
+            count = torch.count_nonzero(flags)
+        self.parts.setdefault(key, []).append(count)
 
 
 def _read_counts(counts: dict[str, _Counts], stats: dict[str, LayerStats]) -> None:
@@ -131,44 +157,117 @@ def _abs_row_sum(weight: np.ndarray) -> int:
     return int(w.reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0
 
 
+def sum_bound(op: FixedDense | FixedConv2d) -> int:
+    """The largest |partial sum| the float kernel of a synaptic op can form, in any order.
+
+    Its inputs are 0/1 spikes (a synapse reads a LoihiNeuron: ``_spike_source``), so a partial
+    sum over any subset of a fan-in is at most the largest absolute row sum of the weights the
+    kernel holds (a Dense's left shift folded into them). Graded inputs would multiply this by
+    their largest |value|.
+    """
+    peak = _abs_row_sum(op.weight)
+    if isinstance(op, FixedDense) and int(op.weight_exp) > 0:
+        return peak << int(op.weight_exp)
+    return peak
+
+
+def sum_dtype(op: FixedDense | FixedConv2d) -> torch.dtype:
+    """float32 where ``sum_bound`` proves it exact, else float64."""
+    return torch.float32 if sum_bound(op) < FLOAT32_EXACT else torch.float64
+
+
+def sum_dtypes(graph: Graph) -> dict[str, str]:
+    """Per synaptic op of a fixed-point graph, the float type its exact sum runs in."""
+    return {name: "float32" if sum_dtype(graph.op(name)) == torch.float32 else "float64"
+            for name in graph.find((FixedDense, FixedConv2d))}
+
+
+@contextmanager
+def _ieee_float32():
+    """float32 matmul and convolution at full precision (no TF32, no bfloat16) inside the
+    simulator, whatever the caller chose; the caller's settings are restored after."""
+    backends = torch.backends
+    precision = torch._C._get_fp32_precision_getter
+    ops = (("mkldnn", "matmul"), ("mkldnn", "conv"), ("cuda", "matmul"), ("cuda", "conv"))
+    saved = (torch.get_float32_matmul_precision(), backends.cudnn.allow_tf32,
+             [precision(*op) for op in ops])
+    torch.set_float32_matmul_precision("highest")  # cuBLAS without TF32, oneDNN without bf16
+    backends.cudnn.allow_tf32 = False
+    torch._C._set_fp32_precision_setter("mkldnn", "conv", "ieee")
+    try:
+        yield
+    finally:
+        # legacy flags first: setting them rewrites the newer per-backend ones
+        torch.set_float32_matmul_precision(saved[0])
+        backends.cudnn.allow_tf32 = saved[1]
+        for op, value in zip(ops, saved[2]):
+            torch._C._set_fp32_precision_setter(*op, value)
+
+
 class _Synapse:
     """A FixedDense or FixedConv2d on a device: integer synaptic input from 0/1 spikes."""
 
     def __init__(self, graph: Graph, name: str, dev: torch.device):
         op = graph.op(name)
         self.op = op
-        # Off the CPU a library may pick a kernel that sums in a transformed domain (an FFT
-        # convolution, say): its error is far below 0.5, and rounding restores the integer.
+        # Off the CPU a library may pick a float64 kernel that sums in a transformed domain (an
+        # FFT convolution, say): its error is far below 0.5, and rounding restores the integer.
         self.round = not _on_host(dev)
         self.pre = _spike_source(graph, name)
         self.consumer = graph.users(name)[0]
+        self.dtype = sum_dtype(op)
+        # cuDNN's float32 Winograd and FFT kernels are not exact; torch's own CUDA convolution
+        # (im2col and a GEMM) sums products directly.
+        self.no_cudnn = self.dtype == torch.float32 and dev.type == "cuda"
         peak = _abs_row_sum(op.weight)
         if isinstance(op, FixedDense):
             exp = int(op.weight_exp)
-            # A left shift folds into the weights (exact in float64: peak << exp is far below
-            # 2**53); a right shift must floor the integer sum, so it stays after the sum.
+            # A left shift folds into the weights (exact: peak << exp is sum_bound, below 2**24
+            # in float32, else far below 2**53); a right shift must floor the integer sum, so it
+            # stays after the sum.
             weight = np.asarray(op.weight, dtype=np.float64) * 2.0 ** max(exp, 0)
-            self.weight = torch.tensor(weight, dtype=torch.float64, device=dev)
+            self.weight = torch.tensor(weight, dtype=self.dtype, device=dev)
             self.right_shift = max(-exp, 0)
             self.bound = peak << exp if exp > 0 else peak
             self.half = None
+            self.wraps = False
         elif isinstance(op, FixedConv2d):
-            self.weight = torch.tensor(op.weight, dtype=torch.float64, device=dev)
+            self.weight = torch.tensor(op.weight, dtype=self.dtype, device=dev)
             self.half = 2 ** (op.output_format.bits - 1)
+            self.right_shift = 0  # Lava's conv ignores weight_exp (DESIGN §2)
             self.wraps = peak >= self.half
             self.bound = self.half if self.wraps else peak
         else:
             raise SnnCompileError(f"{op.kind.value} is not a fixed-point synapse")
+        # what the consumer's state holds (simulate sets float32 for an exact-float32 neuron,
+        # which only a float32 sum without a wrap feeds)
+        self.out_dtype = torch.int64
+
+    @property
+    def float_output(self) -> bool:
+        """Whether its integer input can stay a float32 tensor (exact, no wrap to apply)."""
+        return self.dtype == torch.float32 and not self.wraps
+
+    def _conv(self, s: torch.Tensor) -> torch.Tensor:
+        op = self.op
+        if not self.no_cudnn:
+            return F.conv2d(s, self.weight, None, op.stride, op.padding, op.dilation, op.groups)
+        with torch.backends.cudnn.flags(enabled=False, allow_tf32=False):
+            return F.conv2d(s, self.weight, None, op.stride, op.padding, op.dilation, op.groups)
 
     def __call__(self, spikes: torch.Tensor, counts: _Counts) -> torch.Tensor:
         """Integer synaptic input caused by ``spikes`` (N, *in shape) -> (N, *out shape)."""
-        s = spikes.to(torch.float64)
-        op = self.op
+        s = spikes.to(self.dtype)
         if self.half is None:
             acc = F.linear(s.reshape(s.shape[0], -1), self.weight)
         else:
-            acc = F.conv2d(s, self.weight, None, op.stride, op.padding, op.dilation, op.groups)
-        acc = (acc.round() if self.round else acc).to(torch.int64)
+            acc = self._conv(s)
+        if self.round:
+            acc = acc.round_()
+        if self.out_dtype == torch.float32:
+            # floor(acc / 2**k) exactly: scaling by a power of two keeps the integer's bits
+            return acc.mul_(2.0 ** -self.right_shift).floor_() if self.right_shift else acc
+        acc = acc.to(torch.int64)
         if self.half is None:
             return acc >> self.right_shift if self.right_shift else acc
         if not self.wraps:
@@ -189,12 +288,19 @@ def _spike_source(graph: Graph, name: str) -> str:
 
 
 class _Neuron:
-    """State and constants of one LoihiNeuron layer on a device."""
+    """State and constants of one LoihiNeuron layer on a device.
+
+    The state is int64, or float32 where a static bound proves every value the step forms is
+    an integer of magnitude below 2**24 (``exact_float32``): then all its additions, the
+    threshold test and the resets are exact in float32, at a fraction of int64's cost. Its
+    spikes are then float32 0/1 (what a float32 synapse consumes), else bool.
+    """
 
     def __init__(self, op: LoihiNeuron, n: int, dev: torch.device, bias: np.ndarray | None,
-                 fan_in: int | None, steps: int, target):
+                 fan_in: int | None, steps: int, target, float_inputs: bool = False):
         """``bias``: the encoded per-sample bias (N, *shape), else the op's own; ``fan_in``:
-        the largest |a_in| its synapses can deliver, None when no synapse feeds it."""
+        the largest |a_in| its synapses can deliver, None when no synapse feeds it;
+        ``float_inputs``: every synapse feeding it can deliver its a_in as exact float32."""
         shape = (n,) + op.vth.shape
         self.op = op
         # On the CPU reading a min/max costs no stall, so overflow tests and clips run only in
@@ -203,11 +309,6 @@ class _Neuron:
         if bias is None:
             bias = np.left_shift(np.asarray(op.bias_mant, dtype=np.int64), np.asarray(op.bias_exp, dtype=np.int64))
         bias_bound = int(np.abs(bias).max()) if bias.size else 0
-        self.bias = torch.tensor(bias, dtype=torch.int64, device=dev) if bias_bound else None
-        self.v = torch.tensor(op.v_init, dtype=torch.int64, device=dev).expand(shape).clone()
-        # Full-size, same dtype: torch's bool-by-int64 broadcast multiply is ~10x slower.
-        vth = torch.tensor(op.vth, dtype=torch.int64, device=dev) << VTH_SHIFT
-        self.vth = vth.expand(shape).contiguous()
         self.keep_u = DECAY_UNITY - (op.du + 1)
         self.keep_v = DECAY_UNITY - op.dv
         self.u_max = 2 ** (target.state.bits - 1)
@@ -215,7 +316,6 @@ class _Neuron:
         self.a_fmt = target.a_in
         # Without a synapse u stays 0 (it starts at 0 and decays toward 0): no u at all.
         self.fed = fan_in is not None
-        self.u = torch.zeros(shape, dtype=torch.int64, device=dev) if self.fed else None
         fan_in = fan_in or 0
         self.check_a_in = fan_in > self.a_fmt.max or -fan_in < self.a_fmt.min
         # |u| <= 64·fan_in·sum_k (keep_u/4096)**k < 64·fan_in·4096/(du + 1), rounding toward 0.
@@ -225,6 +325,30 @@ class _Neuron:
         # Decays and resets only shrink |v|, so |v[t]| <= |v_init| + t·(max|u| + max|bias|);
         # after a u wrap (not a modulo) no bound is kept.
         self.check_v = self.check_u or v0 + steps * (u_bound + bias_bound) > self.v_max
+        vth_bound = int(np.max(op.vth, initial=0)) << VTH_SHIFT
+        # float32: no decay product (du = 4095, and dv = 0: decays by their shortcuts), no u
+        # wrap, and |v| + |u| + |bias| below 2**24, |v| being at most max(|v_init|, v_max).
+        self.dtype = torch.float32 if (
+            (float_inputs or not self.fed) and (self.keep_u == 0 or not self.fed)
+            and self.keep_v in (0, DECAY_UNITY) and not self.check_u
+            and max(v0, self.v_max) + u_bound + bias_bound < FLOAT32_EXACT and vth_bound < FLOAT32_EXACT
+        ) else torch.int64
+        self.bias = torch.tensor(bias, dtype=self.dtype, device=dev) if bias_bound else None
+        self.v = torch.tensor(op.v_init, dtype=self.dtype, device=dev).expand(shape).clone()
+        # Full-size, same dtype: torch's bool-by-int64 broadcast multiply is ~10x slower.
+        vth = torch.tensor(op.vth, dtype=torch.int64, device=dev) << VTH_SHIFT
+        self.vth = vth.to(self.dtype).expand(shape).contiguous()
+        # u is state only where it decays or may wrap; with du = 4095 and no wrap it is
+        # a_in·64 each step, added to v directly.
+        self.u = torch.zeros(shape, dtype=self.dtype, device=dev) \
+            if self.fed and (self.keep_u or self.check_u) else None
+        # float32 spikes are written into one buffer, reused: a step's spikes are read (by the
+        # synapses, the recorder, the counts) before the next step writes it.
+        self.spikes = torch.empty(shape, dtype=self.dtype, device=dev) if self.exact_float32 else None
+
+    @property
+    def exact_float32(self) -> bool:
+        return self.dtype == torch.float32
 
     def _may_leave(self, x: torch.Tensor, low: int, high: int) -> bool:
         """False when ``x`` is known to lie in [low, high]."""
@@ -236,30 +360,39 @@ class _Neuron:
         return bool(least < low) or bool(most > high)
 
     def step(self, a_in: torch.Tensor | None, counts: _Counts) -> torch.Tensor:
-        # v is replaced at the end of the step, so an undecayed v may be updated in place.
+        # v is replaced at the end of the step, so v (or its decayed copy) is updated in place.
         volt = _decayed(self.v, self.keep_v)
         if self.fed:
             if self.check_a_in and self._may_leave(a_in, self.a_fmt.min, self.a_fmt.max):
                 counts.add("a_in_overflow", (a_in > self.a_fmt.max) | (a_in < self.a_fmt.min))
-            cur = a_in << ACT_SHIFT
-            decayed = _decayed(self.u, self.keep_u)
-            if decayed is not None:
-                cur = cur + decayed
-            if self.check_u and self._may_leave(cur, 1 - self.u_max, self.u_max):
-                wrapped = torch.where(cur > self.u_max, cur - 2 * self.u_max, cur)
-                wrapped = torch.where(wrapped <= -self.u_max, cur + 2 * self.u_max, wrapped)
-                counts.add("u_wrapped", wrapped != cur)
-                cur = wrapped
-            self.u = cur
-        for term in (self.u, self.bias):
-            if term is not None:
-                volt = term.expand_as(self.v).clone() if volt is None else volt + term
+            if self.u is None:  # u = a_in << 6, needed in this step only
+                volt = a_in * (1 << ACT_SHIFT) if volt is None else volt.add_(a_in, alpha=1 << ACT_SHIFT)
+            else:
+                cur = a_in << ACT_SHIFT
+                decayed = _decayed(self.u, self.keep_u)
+                if decayed is not None:
+                    cur = cur.add_(decayed)
+                if self.check_u and self._may_leave(cur, 1 - self.u_max, self.u_max):
+                    wrapped = torch.where(cur > self.u_max, cur - 2 * self.u_max, cur)
+                    wrapped = torch.where(wrapped <= -self.u_max, cur + 2 * self.u_max, wrapped)
+                    counts.add("u_wrapped", wrapped != cur)
+                    cur = wrapped
+                self.u = cur
+                volt = cur.clone() if volt is None else volt.add_(cur)
+        if self.bias is not None:
+            volt = self.bias.expand_as(self.v).clone() if volt is None else volt.add_(self.bias)
         if volt is None:
             volt = torch.zeros_like(self.v)
         if self.check_v and self._may_leave(volt, -self.v_max, self.v_max):
             counts.add("v_clipped", volt > self.v_max)
             counts.add("v_clipped_low", volt < -self.v_max)
             volt = volt.clamp_(-self.v_max, self.v_max)
+        if self.exact_float32:
+            spikes = torch.gt(volt, self.vth, out=self.spikes)
+            counts.add("readout_spikes" if self.op.readout else "spikes", spikes)
+            # v − s·vth (subtract) or v − s·v (zero): exact, one pass
+            self.v = volt.addcmul_(spikes, volt if self.op.reset is Reset.ZERO else self.vth, value=-1)
+            return spikes
         spikes = volt > self.vth
         counts.add("readout_spikes" if self.op.readout else "spikes", spikes)
         if self.op.reset is Reset.ZERO:
@@ -338,7 +471,7 @@ def simulate(
     neurons: dict[str, _Neuron] = {}
     feeds: dict[str, list[str]] = {}
     synapses: dict[str, _Synapse] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), _ieee_float32():
         for name, op in graph.nodes():
             if isinstance(op, (FixedDense, FixedConv2d)):
                 synapses[name] = _Synapse(graph, name, dev)
@@ -357,11 +490,17 @@ def simulate(
                 else:
                     feeds[name].append(src)
             fan_in = sum(synapses[s].bound for s in feeds[name]) if feeds[name] else None
-            neurons[name] = _Neuron(op, n, dev, bias, fan_in, steps, target)
+            float_inputs = all(synapses[s].float_output for s in feeds[name])
+            neurons[name] = _Neuron(op, n, dev, bias, fan_in, steps, target, float_inputs)
+        for synapse in synapses.values():
+            synapse.out_dtype = neurons[synapse.consumer].dtype
         # Each synapse delivers at step t what its source sent at step t − 1: zero at step 0.
-        buffers = {s: torch.zeros((n,) + graph.shape(s), dtype=torch.int64, device=dev) for s in synapses}
+        buffers = {s: torch.zeros((n,) + graph.shape(s), dtype=syn.out_dtype, device=dev)
+                   for s, syn in synapses.items()}
         recorder = _Recorder(neurons, steps, dev) if record else None
-        tally = {k: torch.zeros(nr.v.shape, dtype=torch.int64, device=dev) for k, nr in neurons.items()} \
+        # float32 counts of float32 spikes: exact (at most ``steps``), int64 once read
+        tally = {k: torch.zeros(nr.v.shape, dtype=nr.dtype if steps < FLOAT32_EXACT else torch.int64, device=dev)
+                 for k, nr in neurons.items()} \
             if count_spikes else {}
         delivered = {}
         for t in range(steps):
@@ -382,14 +521,14 @@ def simulate(
         trace = Trace(steps=steps)
         for out in graph.find(Output):
             (src,) = graph.inputs(out)
-            trace.outputs[out] = neurons[src].v.cpu().numpy()
+            trace.outputs[out] = neurons[src].v.to(torch.int64).cpu().numpy()
         _read_counts(counts, stats)
         if recorder is not None:
             recorder.fill(trace)
     result = FixedResult(trace=trace, stats=stats)
     if count_spikes:
-        result.counts = {k: v.cpu().numpy() for k, v in tally.items()}
-        result.counts_delivered = {k: v.cpu().numpy() for k, v in delivered.items()}
+        result.counts = {k: v.to(torch.int64).cpu().numpy() for k, v in tally.items()}
+        result.counts_delivered = {k: v.to(torch.int64).cpu().numpy() for k, v in delivered.items()}
     return result
 
 

@@ -52,8 +52,9 @@ import torch.nn.functional as F
 from snncompile.runtime import progress as report_progress
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import BiasEncoder, Conv2d, Dense, FixedConv2d, FixedDense, Flatten, Input, LoihiNeuron
+from snncompile.ir.timing import depths, latency_steps
 from snncompile.sim import fixed
-from snncompile.sim.ann import evaluate, one_thread
+from snncompile.sim.ann import evaluate, forward, one_thread
 from snncompile.targets.loihi2 import LOIHI2
 
 
@@ -69,13 +70,30 @@ def theta(op: LoihiNeuron) -> np.ndarray:
     return op.vth * 64 / op.v_scale
 
 
+def run_steps(graph: Graph, steps: int, upto: str | None = None) -> int:
+    """How long a measurement of ``steps`` steps of evidence runs (the latency contract,
+    passes/latency.py): T + depth(upto) for one layer (its input arrives at step depth(upto)),
+    T + L for the whole graph."""
+    return steps + (depths(graph)[upto] if upto is not None else latency_steps(graph))
+
+
+def evidence(graph: Graph, layer: str, run: fixed.FixedResult, steps: int) -> int:
+    """The steps of input ``layer`` had in ``run``: the run's length less the layer's depth
+    (``steps`` for a run that does not say how long it lasted)."""
+    if not run.steps:
+        return steps
+    return max(run.steps - depths(graph)[layer], 1)
+
+
 def measure(graph: Graph, data: np.ndarray, steps: int, upto: str | None = None) -> fixed.FixedResult:
-    """Spike counts of every layer on ``data`` from the exact simulator (CPU); with ``upto``, of
-    that layer and those it depends on only (later layers cannot change them)."""
+    """Spike counts of every layer on ``data`` from the exact simulator (CPU) over ``steps`` steps of
+    evidence (``run_steps``); with ``upto``, of that layer and those it depends on only (later
+    layers cannot change them), for T + depth(upto) steps: T steps after its input arrives."""
+    total = run_steps(graph, steps, upto)
     if upto is not None:
         graph = _prefix(graph, upto)
     with one_thread():  # small layers: one thread was 9x faster than two on a busy 2-core machine
-        return fixed.simulate(graph, data, steps, device="cpu", record=False, count_spikes=True)
+        return fixed.simulate(graph, data, total, device="cpu", record=False, count_spikes=True)
 
 
 def _prefix(graph: Graph, layer: str) -> Graph:
@@ -103,9 +121,11 @@ def channel_gain(graph: Graph, layer: str) -> np.ndarray:
 
 
 def rates(graph: Graph, layer: str, run: fixed.FixedResult, steps: int) -> np.ndarray:
-    """r_l: the layer's spikes per step times θ, per sample and neuron, in the ANN's units (times
+    """r_l: the layer's spikes per step of its evidence (``evidence``: T + L − depth in a T + L
+    run, T in ``measure(upto=layer)``) times θ, per sample and neuron, in the ANN's units (times
     g_c for a layer balanced channel-wise)."""
-    return run.counts[layer] / steps * theta(graph.op(layer)) * channel_gain(graph, layer)
+    window = evidence(graph, layer, run, steps)
+    return run.counts[layer] / window * theta(graph.op(layer)) * channel_gain(graph, layer)
 
 
 def objective(graph: Graph, layer: str, run: fixed.FixedResult, target: np.ndarray, steps: int) -> float:
@@ -144,8 +164,29 @@ def apply_bias(graph: Graph, layer: str, delta: np.ndarray, bias_exp: int | None
     current = op.bias_format.decode(op.bias_mant, op.bias_exp)
     wanted = current + np.broadcast_to(delta, op.vth.shape) * op.v_scale
     mant, exp, _ = op.bias_format.encode(wanted, exp=bias_exp)
-    builder.replace(layer, dataclasses.replace(op, bias_mant=mant, bias_exp=exp))
+    new = dataclasses.replace(op, bias_mant=mant, bias_exp=exp)
+    builder.replace(layer, _recompensated(graph, layer, op, new))
     return builder.build()
+
+
+def _effective_bias(op: LoihiNeuron) -> np.ndarray:
+    return np.left_shift(op.bias_mant.astype(np.int64), op.bias_exp.astype(np.int64))
+
+
+def _recompensated(graph: Graph, layer: str, old: LoihiNeuron, new: LoihiNeuron, target=LOIHI2) -> LoihiNeuron:
+    """``new`` with CompensateDelay's v_init − depth·bias kept for its new bias (IF neurons of a
+    graph whose delays are compensated; v_init stays ≤ vth so no spike precedes the input)."""
+    rule = graph.metadata.get("latency", {}).get("rule", "")
+    depth = depths(graph).get(layer, 0)
+    if not rule.startswith("v_init") or depth == 0 or new.dv != 0:
+        return new
+    change = _effective_bias(new) - _effective_bias(old)
+    if not np.any(change):
+        return new
+    v_max = 2 ** (target.state.bits - 1) - 1
+    vth = new.vth.astype(np.int64) << 6
+    v_init = np.clip(new.v_init.astype(np.int64) - depth * change, -v_max, np.minimum(vth, v_max))
+    return dataclasses.replace(new, v_init=v_init.astype(new.v_init.dtype))
 
 
 def apply_potential(graph: Graph, layer: str, delta: np.ndarray, target=LOIHI2) -> Graph:
@@ -247,6 +288,9 @@ class WeightCalibration:
             return graph
         op = graph.op(layer)
         T = self.steps
+        R = run.steps or T  # the run's length (T + depth in measure(upto=layer)): the bias
+        # integrates from step 0, v_init holds −depth·bias (CompensateDelay)
+        W = evidence(graph, layer, run, T)  # the steps of input the layer had: T there
         th = torch.tensor(theta(op), dtype=torch.float32)
         gain = torch.tensor(channel_gain(graph, layer), dtype=torch.float32)  # SNN units -> the ANN's
         v0 = torch.tensor(op.v_init / op.v_scale, dtype=torch.float32)
@@ -268,17 +312,17 @@ class WeightCalibration:
         shape = graph.shape(layer)
 
         def modelled(idx: torch.Tensor) -> torch.Tensor:
-            charge = (bias * T + v0).expand((len(idx),) + shape)
+            charge = (bias * R + v0).expand((len(idx),) + shape)
             for s, w, b, inp in zip(sources, params, fixed_parts, inputs):
                 xi = inp[idx]
                 if s.host:
                     cur = _apply(s.op, xi, w, b)
-                    charge = charge + T * cur.reshape((len(idx),) + shape)
+                    charge = charge + R * cur.reshape((len(idx),) + shape)
                 else:
                     cur = _apply(s.op, xi, _round_to(w, s.op.weight_format), None) / k
                     charge = charge + cur.reshape((len(idx),) + shape)
-            count = torch.clamp(_floor_ste(charge / th), 0, T)
-            return count * th / T * gain
+            count = torch.clamp(_floor_ste(charge / th), 0, W)
+            return count * th / W * gain
 
         gen = torch.Generator().manual_seed(self.seed)
         groups = [{"params": [w], "lr": self.lr if not s.host else self.lr / k} for s, w in zip(sources, params)]
@@ -318,6 +362,7 @@ class AdvancedCalibration:
     potential_init: bool = True  # False where the target cannot set v0 (netx)
     iterations: int = 300
     progress: bool = False
+    versus_light: bool = True  # keep light's result (per layer and as a whole) where it is better
     name: str = "advanced_calibration"
 
     def __call__(self, graph: Graph) -> Graph:
@@ -325,11 +370,16 @@ class AdvancedCalibration:
         targets = activations(self.ann, self.data, layers)
         wc = WeightCalibration(steps=self.steps, iterations=self.iterations, progress=self.progress)
         log = {}
+        start = graph
         for layer in report_progress.track(layers, "advanced calibration", self.progress, unit="layers", note=str):
             t0 = time.perf_counter()
             entry = {}
             run = measure(graph, self.data, self.steps, upto=layer)
             before = objective(graph, layer, run, targets[layer], self.steps)
+            light = None
+            if self.versus_light:  # light's step on the same layer: bias correction alone
+                err = mean_error(graph, layer, run, targets[layer], self.steps)
+                light = apply_bias(graph, layer, -err / channel_gain(graph, layer), self.bias_exp)
             tuned = wc(graph, layer, self.data, run, targets[layer])
             if tuned is not graph:
                 run_tuned = measure(tuned, self.data, self.steps, upto=layer)
@@ -345,11 +395,56 @@ class AdvancedCalibration:
             err = mean_error(graph, layer, run, targets[layer], self.steps)
             graph = apply_bias(graph, layer, -err / channel_gain(graph, layer), self.bias_exp)
             entry["bias_correction_error"] = float(np.abs(err).mean())
+            if light is not None:
+                ours = objective(graph, layer, measure(graph, self.data, self.steps, upto=layer), targets[layer],
+                                 self.steps)
+                theirs = objective(light, layer, measure(light, self.data, self.steps, upto=layer),
+                                   targets[layer], self.steps)
+                entry["objective"] = {"advanced": ours, "light": theirs}
+                entry["kept"] = "advanced" if ours <= theirs else "light"
+                if theirs < ours:
+                    graph = light
             entry["seconds"] = round(time.perf_counter() - t0, 3)
             log[layer] = entry
+        summary = {"layers": log}
+        if self.versus_light and layers:
+            graph, summary["whole"] = self._versus_light(start, graph)
         builder = graph.edit()
-        builder.metadata = {**builder.metadata, "advanced_calibration": log}
+        builder.metadata = {**builder.metadata, "advanced_calibration": summary}
         return builder.build()
+
+    def _versus_light(self, start: Graph, advanced: Graph) -> tuple[Graph, dict]:
+        """Advanced's graph or light's (``BiasCorrection`` from ``start``), whichever agrees better
+        with the ANN's class on the calibration data (ties: the smaller output error)."""
+        light = BiasCorrection(ann=self.ann, data=self.data, steps=self.steps, bias_exp=self.bias_exp)(start)
+        ann_out = forward(self.ann, self.data).numpy()
+        scores = {}
+        for name, candidate in (("advanced", advanced), ("light", light)):
+            out = _outputs(candidate, self.data, self.steps)
+            agree = float(np.mean(out.argmax(1) == ann_out.argmax(1)))
+            scores[name] = (agree, -float(np.mean((out - ann_out) ** 2)))
+        kept = "light" if scores["light"] > scores["advanced"] else "advanced"
+        log = {"kept": kept, "agreement": {k: v[0] for k, v in scores.items()},
+               "output_mse": {k: -v[1] for k, v in scores.items()}}
+        if kept == "light":  # its own bias corrections, under advanced's name
+            builder = light.edit()
+            builder.metadata = {k: v for k, v in builder.metadata.items() if k != "bias_correction"}
+            return builder.build(), log
+        return advanced, log
+
+
+def _outputs(graph: Graph, data: np.ndarray, steps: int) -> np.ndarray:
+    """The output per step of evidence on ``data``: the readout's v / v_scale / T, or a spiking
+    output's counts · θ / T (ANN units), over the T + L steps of the latency contract."""
+    (out,) = graph.output_names()
+    (src,) = graph.inputs(out)
+    op = graph.op(src)
+    with one_thread():
+        run = fixed.simulate(graph, data, run_steps(graph, steps), device="cpu", record=False,
+                             count_spikes=not op.readout)
+    if op.readout:
+        return fixed.output_values(graph, run) / steps
+    return rates(graph, src, run, steps)
 
 
 def layer_errors(graph: Graph, ann: Graph, data: np.ndarray, steps: int) -> dict[str, dict]:

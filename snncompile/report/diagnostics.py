@@ -5,11 +5,15 @@
 The SNN's rate output of a spiking layer, in the ANN's units, is the calibration pass's
 (``passes/calibrate.py``)
 
-    r_l = (spikes over T steps / T) · θ_l,          θ_l = vth_l · 64 / v_scale_l,
+    r_l = (spikes / steps of input) · θ_l,          θ_l = vth_l · 64 / v_scale_l,
 
 compared with the activation a_l of the ReLU the layer replaced (same node name in the ANN). The
 readout layer is compared through the output: its membrane after T steps / (v_scale · T) against
 the ANN's logits. Both run on a few test samples only (``samples``), so the compile stays fast.
+
+``steps`` is the run's length (T + L, the latency contract): a layer at depth d has T + L − d steps
+of input in it, and its rate is its spikes over those steps (``passes.calibrate.evidence``); the
+readout's, T.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def _measured(ann: np.ndarray, snn: np.ndarray, samples: int) -> LayerActivation
 def activation_comparison(ann_graph: Graph, fixed_graph: Graph, x: np.ndarray, steps: int,
                           device: str | None = None) -> dict[str, LayerActivation]:
     """Per LoihiNeuron layer of ``fixed_graph`` with an ANN counterpart: activations vs rates on ``x``."""
-    from snncompile.passes.calibrate import calibratable, rates
+    from snncompile.passes.calibrate import calibratable, evidence, rates
     from snncompile.sim import ann as ann_sim
     from snncompile.sim import fixed
 
@@ -64,7 +68,7 @@ def activation_comparison(ann_graph: Graph, fixed_graph: Graph, x: np.ndarray, s
     result = {}
     for name in fixed_graph.find(LoihiNeuron):
         if fixed_graph.op(name).readout:
-            snn = fixed.output_values(fixed_graph, run) / steps
+            snn = fixed.output_values(fixed_graph, run) / evidence(fixed_graph, name, run, steps)
             result[name] = _measured(targets[out].cpu().numpy(), snn, len(x))
         elif name in layers:
             result[name] = _measured(targets[name].cpu().numpy(), rates(fixed_graph, name, run, steps), len(x))

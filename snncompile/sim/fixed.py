@@ -123,6 +123,7 @@ class FixedResult:
     # spikes reach the next layer within the run (0 .. T−2: a synapse delays by one step)
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     counts_delivered: dict[str, np.ndarray] = field(default_factory=dict)
+    steps: int = 0  # how many steps the run lasted
 
 
 class _Counts:
@@ -525,7 +526,7 @@ def simulate(
         _read_counts(counts, stats)
         if recorder is not None:
             recorder.fill(trace)
-    result = FixedResult(trace=trace, stats=stats)
+    result = FixedResult(trace=trace, stats=stats, steps=steps)
     if count_spikes:
         result.counts = {k: v.to(torch.int64).cpu().numpy() for k, v in tally.items()}
         result.counts_delivered = {k: v.to(torch.int64).cpu().numpy() for k, v in delivered.items()}

@@ -99,3 +99,21 @@ def test_calibrated_graphs_stay_bit_exact(digits_image, builder, calibrate):
         assert any(np.any(fixed.op(n).v_init != 0) for n in neurons)
     assert any(fixed.op(n) != plain.op(n) for n in neurons)
     assert_bit_exact(fixed, digits_image.test.x[:2], STEPS)
+
+
+@pytest.mark.parametrize("calibrate", ["light", "advanced"])
+def test_calibration_under_the_latency_contract_stays_bit_exact(digits_image, calibrate):
+    """Delays compensated (v_init − depth·bias), then calibrated over T steps of evidence per layer
+    (bias corrections keep the compensation): Lava agrees over the T + L run."""
+    from snncompile.ir.timing import latency_steps
+    from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection
+    from snncompile.passes.latency import CompensateDelay
+
+    ann = make_resnet(seed=3)
+    calib = digits_image.train.x[:128]
+    plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS) + (CompensateDelay(),))
+    cal = (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=60) if calibrate == "advanced"
+           else BiasCorrection(ann=ann, data=calib, steps=STEPS))
+    fixed = pipeline.run(plain, (cal,))
+    assert any(fixed.op(n) != plain.op(n) for n in fixed.find(LoihiNeuron) if not fixed.op(n).readout)
+    assert_bit_exact(fixed, digits_image.test.x[:2], STEPS + latency_steps(fixed))

@@ -51,7 +51,7 @@ from snncompile.sim.ann import evaluate, forward
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"cnn": "examples/digits_cnn.pt2", "resnet": "examples/digits_resnet.pt2", "vgg": "examples/digits_vgg.pt2",
-          "mlp": "examples/digits_mlp.pt2"}
+          "mlp": "examples/digits_mlp.pt2", "resnet20": "examples/digits32_resnet20.pt2"}
 PEER_MODES = (("Max", False, False), ("99.9%", False, False), ("99.9%", True, True), ("Max", True, True))
 MODES = ("none", "light (float)", "light", "advanced")
 
@@ -98,6 +98,13 @@ def total_steps(snn, steps):
 
 def torch_module(key):
     """The trained nn.Module of a bundled model (its architecture from examples/train_digits_cnn.py)."""
+    if key == "resnet20":  # examples/train_resnet20.py: the test zoo's CIFAR ResNet-20
+        sys.path.insert(0, str(ROOT))
+        from tests.zoo.models import ResNet20
+
+        module = ResNet20()
+        module.load_state_dict(torch.export.load(ROOT / MODELS[key]).state_dict)
+        return module.eval()
     sys.path.insert(0, str(ROOT / "examples"))
     import train_digits_cnn as train
 
@@ -196,9 +203,17 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     for key in args.models:
         graph = load_model(ROOT / MODELS[key])
-        ds = load("digits", graph.shape(graph.input_names()[0]))
-        calib = ds.train.x[: args.calib_samples]
-        x, y = ds.test.x[: args.test_samples], ds.test.y[: args.test_samples]
+        if key == "resnet20":  # digits upsampled to 32×32×3 (tests/zoo/models.py), the same split
+            sys.path.insert(0, str(ROOT))
+            from tests.zoo.models import digits32
+
+            xtr, _, xte, yte = digits32()
+            calib = xtr[: args.calib_samples]
+            x, y = xte[: args.test_samples], yte[: args.test_samples]
+        else:
+            ds = load("digits", graph.shape(graph.input_names()[0]))
+            calib = ds.train.x[: args.calib_samples]
+            x, y = ds.test.x[: args.test_samples], ds.test.y[: args.test_samples]
         ann_acc = accuracy(forward(graph, x).numpy(), y)
         peer = {} if args.no_peer else spikingjelly_best(key, calib, x, y, args.steps)
         for steps in args.steps:

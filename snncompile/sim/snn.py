@@ -97,6 +97,10 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
     def param(arr, name):
         return torch.as_tensor(np.broadcast_to(arr, graph.shape(name)).copy(), dtype=dtype, device=device)
 
+    # each neuron's constants, on the device once (not every step)
+    consts = {name: {k: param(getattr(graph.op(name), k), name) for k in ("threshold", "alpha", "beta")
+                     if getattr(graph.op(name), k, None) is not None} for name in spiking}
+
     for t in report_progress.track(range(steps), "float SNN", progress, unit="steps"):
         values = dict(static)
         for name, op in graph.nodes():
@@ -111,11 +115,11 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
                     values[name] = st["v"]
                     continue
                 if isinstance(op, LIF):
-                    st["i"] = param(op.alpha, name) * st["i"] + total
-                    st["v"] = param(op.beta, name) * st["v"] + st["i"]
+                    st["i"] = consts[name]["alpha"] * st["i"] + total
+                    st["v"] = consts[name]["beta"] * st["v"] + st["i"]
                 else:
                     st["v"] = st["v"] + total
-                theta = param(op.threshold, name)
+                theta = consts[name]["threshold"]
                 spikes = st["v"] > theta
                 st["v"] = _reset(st["v"], spikes, theta, op.reset)
                 values[name] = spikes.to(dtype)
@@ -152,3 +156,16 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
         per_step={k: torch.stack(v, 1).numpy() for k, v in per_step.items()},
         counts={k: np.asarray(v.cpu().numpy() if torch.is_tensor(v) else v) for k, v in counts.items()},
     )
+
+
+def predict(graph: Graph, x, steps: int, *, delay: int = 1, batch_size: int = 128, dtype=torch.float32,
+            device: str = "cpu", progress: bool = False) -> np.ndarray:
+    """The (single) output's scores (``FloatResult.scores``) for all of ``x``, ``batch_size``
+    samples at a time so memory stays bounded; float32 by default (this is the approximate
+    float path; the exact one is sim.fixed)."""
+    parts = []
+    batches = range(0, len(x), batch_size)
+    for start in report_progress.track(batches, "float SNN", progress, unit="batches"):
+        run = simulate(graph, x[start:start + batch_size], steps, delay=delay, device=device, dtype=dtype)
+        parts.append(np.asarray(next(iter(run.scores().values()))))
+    return np.concatenate(parts)

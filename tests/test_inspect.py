@@ -37,6 +37,10 @@ def big_mlp(tmp_path_factory):
     """64 -> 4096 -> 2800 -> 10: 11.5 M weights, 142 Loihi 2 cores under the default limits."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 2800), nn.ReLU(), nn.Linear(2800, 10))
+    with torch.no_grad():  # every hidden unit active over a similar range: per-channel threshold
+        for layer in (model[0], model[2]):  # balancing then keeps every weight (a random init's
+            layer.weight.uniform_(0.5, 1.5).div_(layer.in_features)  # near-silent units would round
+            layer.bias.fill_(0.1)  # most of them to zero in fixed point, and fit on one chip)
     path = tmp_path_factory.mktemp("big") / "big.pt2"
     torch.export.save(torch.export.export(model.eval(), (torch.zeros(1, 64),)), path)
     return path

@@ -139,7 +139,7 @@ def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | No
         # netx files hold no initial potential)
         fixed_graph = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
                                                            bias_exp=bias_exp),
-                                         CompensateDelay(enabled=options.target != "netx")))
+                                         CompensateDelay(enabled=options.target != "netx", float_graph=snn)))
     t0 = time.perf_counter()
     calibration = None
     if options.calibrate == "light" and ann is not None:

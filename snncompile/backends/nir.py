@@ -15,7 +15,9 @@ inverse rules are in ``snncompile.frontends.nir``):
   tau_syn = dt/(1 − alpha), w_in = tau_syn/dt, tau_mem = dt/(1 − beta), r = tau_mem/dt;
   Integrator -> I with r = 1/dt.
   Every neuron node carries metadata ``reset`` = "zero" or "subtract" (NIR has no reset-mode
-  field; a reader that ignores it resets to v_reset = 0).
+  field; a reader that ignores it resets to v_reset = 0), and ``v_init`` when the neuron starts
+  away from 0 (the θ/2 of conversion; NIR has no initial-potential field: other readers start
+  at 0, snncompile reads it back).
 Graph metadata: producer, ``dt``, ``input_encoding`` = "constant current every step", ``reset``
 (the modes used), and that synaptic ops between neurons delay by one step on Loihi (outside
 NIR's semantics).
@@ -105,6 +107,9 @@ def _rockpool_neuron(op, shape, dt: float, meta: dict, theta, zeros):
 
 def _neuron(op, shape, dt: float, flavor: str):
     meta = {"reset": op.reset.value}
+    v_init = np.unique(np.asarray(op.v_init, dtype=np.float64))
+    if v_init.size == 1 and v_init[0] != 0:  # NIR has no initial potential: ours reads it back
+        meta["v_init"] = float(v_init[0])
     theta = _f64(np.broadcast_to(op.threshold, shape))
     zeros = np.zeros(shape, np.float64)
     if flavor == "rockpool":

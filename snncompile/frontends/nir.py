@@ -273,7 +273,11 @@ class _Lowering:
                 self.bad(name, node, "v_reset must be 0")
             if not isinstance(node, nir.IF) and np.any(np.asarray(node.v_leak) != 0):
                 self.bad(name, node, "v_leak must be 0")
-            return NEURONS.get(self.conv.producer, _euler)(self, name, node)
+            op = NEURONS.get(self.conv.producer, _euler)(self, name, node)
+            v_init = _meta(node).get("v_init")  # our writer's initial potential (NIR has no field)
+            if op is not None and v_init is not None:
+                op = dataclasses.replace(op, v_init=np.full(np.shape(op.threshold), float(v_init)))
+            return op
         if isinstance(node, nir.I):
             self.gains[name] = self.dt * np.asarray(node.r, dtype=np.float64)
             return ir.Integrator()

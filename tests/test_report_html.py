@@ -95,15 +95,21 @@ def test_report_json_has_sweep_and_activation_error(compiled):
 
 
 def test_activation_error_matches_a_recorded_run(compiled):
-    """relu_1's activation error, recomputed from the rule: rate · vth · 64 / v_scale vs the ANN."""
+    """relu_1's activation error, recomputed from the rule: spikes per step of evidence · vth · 64
+    / v_scale · g_c (per-channel balancing) vs the ANN. relu_1 is fed by the host (depth 0): in
+    the T + L run (passes.latency) all T + L steps are its evidence."""
     result, _ = compiled
+    from snncompile.ir.timing import depths, latency_steps
     from snncompile.sim.ann import evaluate
 
     x = digits(image=False).test.x[:64]
     g = result.fixed_graph
-    run = fixed.simulate(g, x, 8, device="cpu", record=True)
+    total = 8 + latency_steps(g)
+    assert depths(g)["relu_1"] == 0 and total == result.report.data["total_steps"]
+    run = fixed.simulate(g, x, total, device="cpu", record=True)
     op = g.op("relu_1")
-    rate = run.trace.spikes["relu_1"].mean(axis=1) * op.vth * 64 / op.v_scale
+    gain = np.asarray(g.metadata.get("channel_gains", {}).get("relu_1", 1.0))
+    rate = run.trace.spikes["relu_1"].mean(axis=1) * op.vth * 64 / op.v_scale * gain
     ann = evaluate(result.float_graph, x, upto={"relu_1"})["relu_1"].numpy()
     expected = float(np.abs(rate - ann).mean())
     layer = next(layer for layer in result.report.data["layers"] if layer["name"] == "relu_1")

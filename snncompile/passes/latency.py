@@ -33,9 +33,10 @@ import numpy as np
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import LoihiNeuron
 from snncompile.ir.timing import arrivals, depths, latency_steps  # noqa: F401 (re-exported)
+from snncompile.passes.quantize import Quantize
+from snncompile.sim.fixed import DECAY_UNITY
 from snncompile.targets.loihi2 import LOIHI2
 
-DECAY_UNITY = 4096
 
 
 def _forward(v: np.ndarray, bias: np.ndarray, keep: int, steps: int) -> np.ndarray:
@@ -43,14 +44,6 @@ def _forward(v: np.ndarray, bias: np.ndarray, keep: int, steps: int) -> np.ndarr
     for _ in range(steps):
         v = np.trunc(v * keep / DECAY_UNITY).astype(np.int64) + bias if keep != DECAY_UNITY else v + bias
     return v
-
-
-def _synaptic_bias(graph: Graph, synapse: str) -> np.ndarray:
-    op = graph.op(synapse)
-    shape = graph.shape(synapse)
-    if getattr(op, "bias", None) is None:
-        return np.zeros(shape)
-    return np.broadcast_to(np.asarray(op.bias).reshape((-1,) + (1,) * (len(shape) - 1)), shape)
 
 
 def _leaky_preimage(target: np.ndarray, bias: np.ndarray, keep: int, steps: int, bound: int) -> np.ndarray:
@@ -80,11 +73,12 @@ class CompensateDelay:
 
     def __call__(self, graph: Graph) -> Graph:
         times = arrivals(graph)
-        info = {"steps": latency_steps(graph), "first_arrival": 0, "depths": {}, "compensated": 0,
-                "inexact": 0, "rule": "v_init -= depth * bias" if self.enabled else
-                "none: the format holds no initial potential; biases integrate from step 0"}
         outs = [graph.inputs(o)[0] for o in graph.output_names()]
-        info["first_arrival"] = min((times[o][0] for o in outs), default=0)
+        info = {"steps": max((times[o][1] for o in outs), default=0),  # L, as ir.timing.latency_steps
+                "first_arrival": min((times[o][0] for o in outs), default=0), "depths": {},
+                "compensated": 0, "inexact": 0,
+                "rule": "v_init -= depth * bias" if self.enabled else
+                "none: the format holds no initial potential; biases integrate from step 0"}
         builder = graph.edit()
         for name, op in graph.nodes():
             if not isinstance(op, LoihiNeuron):
@@ -125,5 +119,5 @@ class CompensateDelay:
         for s in graph.inputs(name):
             later = times[s][0] - depth
             if later > 0 and s in fg:
-                extra = extra + later * _synaptic_bias(fg, s)
+                extra = extra + later * Quantize._bias(fg, s)
         return np.rint(np.asarray(extra) * op.v_scale).astype(np.int64)

@@ -85,7 +85,8 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
         state[name] = {"v": v0.expand(shape).clone(), "i": torch.zeros(shape, dtype=dtype, device=device)}
     queues = {name: [] for name, op in graph.nodes() if isinstance(op, (Dense, Conv2d)) and name in dynamic}
     # the step from which each delayed synapse delivers (its bias waits for its source's input)
-    starts = {name: arrivals(graph)[name][0] * delay for name in queues} if delay > 0 else {}
+    times = arrivals(graph) if delay > 0 else {}
+    starts = {name: times[name][0] * delay for name in queues} if delay > 0 else {}
     rec_s = {k: [] for k in spiking} if record else {}
     rec_v = {k: [] for k in spiking} if record else {}
     per_step = {o: [] for o in graph.output_names()}

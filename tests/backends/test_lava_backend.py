@@ -505,14 +505,14 @@ def test_more_than_127_groups_merge_into_the_same_convolution():
     check_graph(b.build())  # accepted: the backend merges the groups
 
 
-def test_failing_process_model_raises_backend_error_without_hanging():
+def test_failing_process_model_raises_backend_error_without_hanging(tmp_path):
     """Lava's runtime stays 'started' after a process model raises and its stop() then waits
     forever; the backend must release it and report the model's own error."""
     from snncompile.backends.lava.build import build_network
 
     g = wide_kernel_graph()
     zeros = np.zeros((1, 1, 128), dtype=np.int64)
-    net = build_network(g, {"enc": (zeros, zeros)}, 2)
+    net = build_network(g, {"enc": (zeros, zeros)}, 2, tmp_path)
     with pytest.raises(BackendError, match="negative dimensions"):
         net.run(2)
 

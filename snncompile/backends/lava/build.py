@@ -23,7 +23,8 @@ Mapping (shared DESIGN §2; every layout fact below is pinned in tests/backends/
 
 Trace semantics (what the reference simulator must reproduce): step t = 0 .. steps-1 is Lava
 time step t+1; ``spikes[t]`` is the population's s_out sent at step t and ``v[t]`` its v after
-step t's reset, both as Lava's Monitor records them, transposed back to the IR's layout.
+step t's reset, both as Lava's Monitor would record them (processes.Recorder reads them the
+same way), transposed back to the IR's layout.
 A synaptic layer delivers at step t+1 the spikes it received at step t.
 """
 
@@ -31,6 +32,8 @@ A synaptic layer delivers at step t+1 the spikes it received at step t.
 # next to processes.py outside sys.modules, where dataclasses cannot resolve string annotations.
 import functools
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,12 +50,11 @@ from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
 from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.dense.process import Dense  # noqa: E402
 from lava.proc.lif.process import LIF  # noqa: E402
-from lava.proc.monitor.process import Monitor  # noqa: E402
 from lava.utils.weightutils import SignMode, clip_weights, truncate_weights  # noqa: E402
 
 from snncompile.runtime import progress as report_progress  # noqa: E402
 from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source  # noqa: E402
-from snncompile.backends.lava.processes import SubtractiveLIF  # noqa: E402
+from snncompile.backends.lava.processes import Recorder, SubtractiveLIF  # noqa: E402
 from snncompile.backends.run_on_loihi import lava_groups  # noqa: E402  (one copy, in the standalone script)
 from snncompile.errors import BackendError, Problem  # noqa: E402
 from snncompile.runtime.interrupts import Interrupted, forget, on_hard_exit, stop_children  # noqa: E402
@@ -246,24 +248,26 @@ def check_graph(graph: Graph) -> None:
 
 @dataclass
 class LavaNetwork:
-    """The Lava processes of one sample: a population per LoihiNeuron, a monitor per record."""
+    """The Lava processes: a population per LoihiNeuron, a Recorder (processes.py) per population
+    writing its spikes and v into ``workdir``."""
 
     graph: Graph
+    workdir: str
+    steps: int  # the steps the recorders hold (all samples')
     populations: dict[str, object] = field(default_factory=dict)
     synapses: dict[str, object] = field(default_factory=dict)
-    v_monitors: dict[str, Monitor] = field(default_factory=dict)
-    s_monitors: dict[str, Monitor] = field(default_factory=dict)
+    recorders: dict[str, Recorder] = field(default_factory=dict)
     components: list[list[str]] = field(default_factory=list)  # neuron names per connected part
 
     def run(self, steps: int, samples: list[dict] | None = None,
             done: Callable[[], None] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run every connected part for ``steps`` steps; (spikes, v) per neuron, IR layout,
-        shape (steps, *IR shape), as Monitor recorded them.
+        shape (steps, *IR shape), as the Recorders recorded them.
 
         ``samples``: the host-side input of each further sample ({BiasEncoder: (mant, exp)}); the
         same compiled network then runs them one after another, its state reset between samples
         (every neuron's u and v, every synapse's one-step buffer, the input bias: what Lava lets a
-        paused runtime ``set``), and the monitors, sized for all of them, record
+        paused runtime ``set``), and the recorders, sized for all of them, record
         (1 + len(samples))·steps steps. ``done`` is called after each sample's run."""
         spikes: dict[str, np.ndarray] = {}
         v: dict[str, np.ndarray] = {}
@@ -286,8 +290,7 @@ class LavaNetwork:
                     raise BackendError(f"lava backend: running '{component[0]}' failed: {why}") from exc
                 try:
                     for name in component:
-                        spikes[name] = self._read(self.s_monitors[name], "s_out", name)
-                        v[name] = self._read(self.v_monitors[name], "v", name)
+                        spikes[name], v[name] = self._read(name)
                 finally:
                     anchor.stop()
             except (KeyboardInterrupt, Interrupted):
@@ -315,13 +318,12 @@ class LavaNetwork:
                     buffer = syn.a_buff if hasattr(syn, "a_buff") else syn.a_buf
                     buffer.set(np.zeros(buffer.shape))
 
-    def _read(self, monitor: Monitor, what: str, name: str) -> np.ndarray:
-        proc = self.populations[name]
-        data = np.asarray(monitor.get_data()[proc.name][what])
-        exact = np.rint(data)
-        if not np.array_equal(exact, data):
-            raise BackendError(f"lava backend: node '{name}': Monitor returned non-integer {what}")
-        return from_lava(exact.astype(np.int64), lead=1)
+    def _read(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(spikes, v) of one population, (steps, *IR shape), from its Recorder's file."""
+        rec = self.recorders[name]
+        data = np.array(np.memmap(rec.proc_params["path"], dtype=np.int64, mode="r",
+                                  shape=(2, self.steps, *rec.proc_params["shape"])))
+        return from_lava(data[0], lead=1), from_lava(data[1], lead=1)
 
 
 def _abort(anchor) -> None:
@@ -397,10 +399,12 @@ def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp):
     return SubtractiveLIF(vth=to_lava(op.vth), **kw)
 
 
-def build_network(graph: Graph, bias: dict[str, tuple[np.ndarray, np.ndarray]], steps: int) -> LavaNetwork:
+def build_network(graph: Graph, bias: dict[str, tuple[np.ndarray, np.ndarray]], steps: int,
+                  workdir: str) -> LavaNetwork:
     """Lava processes for one sample. ``bias`` maps each BiasEncoder to (mant, exp) for this
-    sample, in the IR's shape. The graph must pass ``check_graph``."""
-    net = LavaNetwork(graph)
+    sample, in the IR's shape; ``steps``: how many steps the recorders hold; their files go to
+    the existing folder ``workdir``. The graph must pass ``check_graph``."""
+    net = LavaNetwork(graph, str(workdir), int(steps))
     for name, op in graph.nodes():
         if not isinstance(op, LoihiNeuron):
             continue
@@ -414,10 +418,13 @@ def build_network(graph: Graph, bias: dict[str, tuple[np.ndarray, np.ndarray]], 
             if isinstance(graph.op(src), (FixedDense, FixedConv2d)):
                 synapse = _synapse(graph, src, net)
                 synapse.a_out.connect(proc.a_in)
-        for target, store in ((proc.v, net.v_monitors), (proc.s_out, net.s_monitors)):
-            monitor = Monitor()
-            monitor.probe(target, steps)
-            store[name] = monitor
+        path = os.path.join(workdir, f"{len(net.recorders)}.rec")
+        shape = lava_shape(graph.shape(name))
+        np.memmap(path, dtype=np.int64, mode="w+", shape=(2, steps, *shape)).flush()
+        recorder = Recorder(shape=shape, steps=steps, path=path, name=f"{name}::record")
+        proc.s_out.connect(recorder.s_in)
+        recorder.v_ref.connect_var(proc.v)
+        net.recorders[name] = recorder
     net.components = _components(graph)
     return net
 
@@ -521,7 +528,9 @@ def run_lava(graph: Graph, x: np.ndarray, steps: int, encoded: dict | None = Non
         next(ticker, None)
 
     try:
-        s, v = build_network(graph, biases[0], steps * n).run(steps, samples=biases[1:], done=done)
+        with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as workdir:
+            net = build_network(graph, biases[0], steps * n, workdir)
+            s, v = net.run(steps, samples=biases[1:], done=done)
     finally:
         ticker.close()
     for k in neurons:

@@ -25,7 +25,10 @@ from snncompile.backends.lava import compat
 compat.install()
 
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
-from lava.magma.core.model.py.ports import PyOutPort  # noqa: E402
+from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort, PyRefPort  # noqa: E402
+from lava.magma.core.process.ports.ports import InPort, RefPort  # noqa: E402
+from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
 from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
@@ -88,3 +91,51 @@ class PySubtractiveLifModelFloat(AbstractPyLifModelFloat):
 
     def reset_voltage(self, spike_vector: np.ndarray):
         self.v[:] = np.where(spike_vector, self.v - self.vth, self.v)
+
+
+class Recorder(AbstractProcess):
+    """Records one population's spikes and membrane potential, every step, into a file.
+
+    Lava's ``Monitor`` keeps what it records in a Var, and ``Monitor.get_data`` brings that Var to
+    the host through Lava 0.10's ``Var.get``, which sends an array one element per channel
+    message (``AbstractPyProcessModel._get_var``: "FIXME: send a whole vector"): 60 s for the
+    11 steps of a ResNet-20 sample. A Recorder reads the same values the same way (``s_in``
+    connected to the population's ``s_out``, received in the spiking phase; ``v_ref`` a RefPort on
+    its ``v``, read in the post-management phase, as ``PyMonitorModel`` does) and writes them
+    into a file-backed array the host maps after the run: ``path`` holds
+    int64[2, steps, *shape] (spikes, v), step t at index ``time_step - 1``.
+    """
+
+    def __init__(self, *, shape, steps: int, path: str, name=None) -> None:
+        super().__init__(shape=tuple(shape), steps=int(steps), path=str(path), name=name)
+        self.s_in = InPort(shape=tuple(shape))
+        self.v_ref = RefPort(shape=tuple(shape))
+
+
+@implements(proc=Recorder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyRecorderModel(PyLoihiProcessModel):
+    """Writes each step's spikes (spiking phase) and v (post-management phase) to the file."""
+
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, int)
+    v_ref: PyRefPort = LavaPyType(PyRefPort.VEC_DENSE, int)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._record = None
+
+    def _out(self) -> np.ndarray:
+        if self._record is None:  # opened in the model's own process (Lava forks one per model)
+            shape = (2, self.proc_params["steps"], *self.proc_params["shape"])
+            self._record = np.memmap(self.proc_params["path"], dtype=np.int64, mode="r+", shape=shape)
+        return self._record
+
+    def run_spk(self) -> None:
+        self._out()[0, self.time_step - 1] = self.s_in.recv()
+
+    def post_guard(self) -> bool:
+        return True
+
+    def run_post_mgmt(self) -> None:
+        self._out()[1, self.time_step - 1] = self.v_ref.read()

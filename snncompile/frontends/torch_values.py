@@ -11,6 +11,7 @@ import torch
 from torch import fx
 
 from snncompile.frontends.lowering import Reject
+from snncompile.ir.ops import owned
 
 BROKEN = -1  # the key of an activation produced by an unsupported node
 
@@ -65,7 +66,11 @@ def _broken(val):
 def _np(tensor: torch.Tensor | None) -> np.ndarray | None:
     if tensor is None:
         return None
-    return tensor.detach().to("cpu", torch.float64).numpy()
+    tensor = tensor.detach()
+    values = tensor.to("cpu", torch.float64)
+    if values.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
+        return values.numpy()  # the model's own float64 tensor: the op copies it
+    return owned(values.numpy())  # a fresh float64 copy: the op takes it as is
 
 
 def _pair(value) -> tuple[int, int]:

@@ -36,9 +36,9 @@ class IntFormat:
         v = np.asarray(values)
         if v.size == 0:
             return True
-        if not np.all(v == np.round(v)):
+        if v.dtype.kind not in "iub" and not np.all(v == np.round(v)):  # integer dtypes hold integers
             return False
-        return bool(v.min() >= self.min and v.max() <= self.max and np.all(v % self.step == 0))
+        return bool(v.min() >= self.min and v.max() <= self.max and (self.step == 1 or np.all(v % self.step == 0)))
 
     def quantize(self, values: np.ndarray) -> tuple[np.ndarray, int]:
         """Round to the nearest representable value, saturating; returns (ints, saturated count)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+import weakref
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -27,11 +28,26 @@ class ShapeError(ValueError):
     """An op cannot accept the shapes it is given; the verifier adds the node name."""
 
 
+# arrays handed over by ``owned``: read-only views whose memory (a torch tensor's) nothing else holds
+_OWNED: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+
+
+def owned(value: np.ndarray) -> np.ndarray:
+    """``value``, an array just computed that nothing else holds or writes, made read-only so that
+    an op takes it as is (``frozen_array`` shares it instead of copying it). A view of a tensor
+    the caller made (``t.numpy()``) may be passed: its memory belongs to that tensor alone."""
+    value.setflags(write=False)
+    if value.base is not None:
+        _OWNED[id(value)] = value
+    return value
+
+
 def frozen_array(value, dtype=np.float64) -> np.ndarray:
     """A read-only copy of ``value`` (an array that is already read-only, of ``dtype`` and owning
-    its data, is shared instead: ops pass weights on without copying hundreds of MB)."""
+    its data or handed over by ``owned``, is shared instead: ops pass weights on without copying
+    hundreds of MB)."""
     if (isinstance(value, np.ndarray) and value.dtype == dtype and not value.flags.writeable
-            and value.base is None):
+            and (value.base is None or _OWNED.get(id(value)) is value)):
         return value
     arr = np.array(value, dtype=dtype, copy=True)
     arr.setflags(write=False)
@@ -92,6 +108,15 @@ class Op:
     def check(self) -> list[str]:
         """Problems with the op's own parameters (empty when valid)."""
         return []
+
+    def checked(self) -> list[str]:
+        """``check()``, computed once: an op and its read-only arrays never change (the verifier
+        runs after every pass and most ops pass through many passes unchanged)."""
+        found = self.__dict__.get("_checked")
+        if found is None:
+            found = tuple(self.check())
+            object.__setattr__(self, "_checked", found)
+        return list(found)
 
     def __eq__(self, other) -> bool:
         if type(self) is not type(other):
@@ -522,7 +547,7 @@ class Integrator(Op):
 
 def _int_array(value) -> np.ndarray:
     arr = np.asarray(value)
-    if arr.size and not np.all(arr == np.round(arr)):
+    if arr.size and arr.dtype.kind not in "iub" and not np.all(arr == np.round(arr)):
         raise ValueError("fixed-point parameters must hold integers")
     return frozen_array(arr, dtype=np.int64)
 

@@ -16,7 +16,7 @@ class Verifier:
         if not graph.output_names():
             found.append(("<graph>", "has no Output node"))
         for name, op in graph.nodes():
-            found += [(name, p) for p in op.check()]
+            found += [(name, p) for p in op.checked()]
             if 0 in tuple(graph.shape(name) or ()):
                 found.append((name, f"{op.kind.value} has a zero-size output {tuple(graph.shape(name))}; "
                                     "every layer needs at least one feature"))

@@ -33,7 +33,7 @@ import numpy as np
 
 from snncompile.errors import Problem, UnsupportedModelError
 from snncompile.ir.graph import Graph
-from snncompile.ir.ops import IF, Add, AvgPool2d, Conv2d, Dense, Flatten, Integrator, Output, ReLU, Reset
+from snncompile.ir.ops import IF, Add, AvgPool2d, Conv2d, Dense, Flatten, Integrator, Output, ReLU, Reset, owned
 from snncompile.sim.ann import evaluate
 
 PASS_THROUGH = (AvgPool2d, Flatten)
@@ -135,7 +135,7 @@ class ConvertReLU:
                                      v_init=np.full(graph.shape(relu), self.v_init * lam)))
             for synapse in self._downstream_synapses(graph, relu, problems):
                 op = builder.op(synapse)
-                builder.replace(synapse, dataclasses.replace(op, weight=op.weight * lam))
+                builder.replace(synapse, dataclasses.replace(op, weight=owned(op.weight * lam)))
         self._lower_adds(graph, builder, problems)
         for out in graph.find(Output):
             (src,) = graph.inputs(out)
@@ -246,7 +246,7 @@ def balance_channels(graph: Graph, gains: dict[str, np.ndarray]) -> Graph:
             op = ops[synapse]
             rows = _gain_rows(op, gain)
             bias = None if op.bias is None else op.bias / gain
-            ops[synapse] = dataclasses.replace(op, weight=op.weight / rows, bias=bias)
+            ops[synapse] = dataclasses.replace(op, weight=owned(op.weight / rows), bias=bias)
         stack = list(graph.users(layer))
         while stack:
             node = stack.pop()
@@ -254,7 +254,7 @@ def balance_channels(graph: Graph, gains: dict[str, np.ndarray]) -> Graph:
             if isinstance(op, PASS_THROUGH):
                 stack.extend(graph.users(node))
             elif isinstance(op, (Dense, Conv2d)):
-                ops[node] = dataclasses.replace(op, weight=op.weight * _gain_columns(op, gain))
+                ops[node] = dataclasses.replace(op, weight=owned(op.weight * _gain_columns(op, gain)))
     builder = graph.edit()
     for name, op in ops.items():
         if op is not graph.op(name):

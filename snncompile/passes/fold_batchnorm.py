@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from snncompile.ir.graph import Graph
-from snncompile.ir.ops import BatchNorm, Conv2d, Dense
+from snncompile.ir.ops import BatchNorm, Conv2d, Dense, owned
 
 
 def check(graph: Graph, bn: str) -> str | None:
@@ -28,7 +28,7 @@ def check(graph: Graph, bn: str) -> str | None:
 
 def fold(op: Dense | Conv2d, bn: BatchNorm) -> Dense | Conv2d:
     scale, shift = bn.scale_shift()
-    weight = op.weight * scale.reshape((-1,) + (1,) * (op.weight.ndim - 1))
+    weight = owned(op.weight * scale.reshape((-1,) + (1,) * (op.weight.ndim - 1)))
     bias = np.zeros(op.weight.shape[0]) if op.bias is None else op.bias
     return dataclasses.replace(op, weight=weight, bias=bias * scale + shift)
 

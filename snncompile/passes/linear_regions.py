@@ -61,6 +61,7 @@ from snncompile.ir.ops import (
     ReLU,
     SumPool2d,
     conv_output_hw,
+    owned,
     ungrouped,
 )
 from snncompile.sim.ann import UNARY
@@ -342,7 +343,8 @@ def _synapse(m: _Map, bias: np.ndarray | None):
         raise PassError("linear_regions: adaptive pooling with unequal windows must feed a Linear")
     if m.kind == "dense" and m.weight is None:  # the path's one Dense, unchanged (no copy)
         return Dense(weight=m.original.weight, bias=bias)
-    if m.original is not None and m.kind == "conv" and len(m.nodes) == 1 and len(m.out_shape) == 3:
+    if m.original is not None and m.kind == "conv" and len(m.out_shape) == 3:
+        # the path's one Conv2d, unchanged (only Adds after it, which keep ``original``): no copy
         op = m.original
         return Conv2d(weight=op.weight, bias=bias, stride=op.stride, padding=op.padding, dilation=op.dilation,
                       groups=op.groups)
@@ -353,10 +355,10 @@ def _synapse(m: _Map, bias: np.ndarray | None):
             return Conv2d(weight=np.eye(c).reshape(c, c, 1, 1), bias=bias)
         return Dense(weight=np.eye(math.prod(m.out_shape)), bias=bias)
     if m.kind == "dense":
-        return Dense(weight=m.weight.numpy(), bias=bias)
+        return Dense(weight=owned(m.weight.numpy()), bias=bias)
     if len(m.out_shape) != 3 and m.conv_shape[1:] != (1, 1):
         raise PassError("linear_regions: a flattened conv must end in a Dense or a global pooling")
-    return Conv2d(weight=m.weight.numpy(), bias=bias, stride=m.stride, padding=m.padding, dilation=m.dilation,
+    return Conv2d(weight=owned(m.weight.numpy()), bias=bias, stride=m.stride, padding=m.padding, dilation=m.dilation,
                   groups=m.groups)
 
 

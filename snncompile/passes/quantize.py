@@ -52,6 +52,7 @@ from snncompile.ir.ops import (
     Integrator,
     LoihiNeuron,
     Reset,
+    owned,
 )
 from snncompile.sim.ann import evaluate
 from snncompile.targets.loihi2 import LOIHI2, Loihi2
@@ -150,7 +151,7 @@ class Quantize:
             shape = graph.shape(name)
             info = {"scale": scale, "weight_saturated": 0, "bias_saturated": 0, "threshold_clipped": 0,
                     "v_init_saturated": 0}
-            zeros = np.zeros(shape, dtype=np.int64)
+            zeros = owned(np.zeros(shape, dtype=np.int64))
             bias_mant, bias_exp = zeros, zeros
             if host:
                 enc = builder.unique_name(f"{name}_input")
@@ -160,9 +161,10 @@ class Quantize:
                 for s in spiking:
                     w, sat = t.weight.quantize(graph.op(s).weight * scale)
                     info["weight_saturated"] += sat
-                    builder.replace(s, self._fixed_synapse(graph.op(s), w))
+                    builder.replace(s, self._fixed_synapse(graph.op(s), owned(w)))
                 bias = np.broadcast_to(sum(self._bias(graph, s) for s in spiking), shape)
                 bias_mant, bias_exp, sat = t.bias.encode(bias * scale * 64, exp=self.bias_exp)
+                bias_mant, bias_exp = owned(bias_mant), owned(bias_exp)
                 info["bias_saturated"] = sat
             vth = t.vth.max if readout else int(np.clip(round(theta * scale), 1, t.vth.max))
             if not readout and vth != round(theta * scale):
@@ -171,11 +173,12 @@ class Quantize:
             # relative to the rounded threshold, so that θ/2 is exactly vth·32 (half of vth << 6)
             v_unit = 64 * scale if readout else 64 * vth / theta
             v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * v_unit)
+            v_init = owned(v_init)
             info["v_init_saturated"] = sat
             info["vth"] = vth
             report[name] = info
             builder.replace(name, LoihiNeuron(
-                vth=np.full(shape, vth), bias_mant=bias_mant, bias_exp=bias_exp,
+                vth=owned(np.full(shape, vth, dtype=np.int64)), bias_mant=bias_mant, bias_exp=bias_exp,
                 du=du, dv=dv,
                 reset=Reset.ZERO if readout else op.reset, v_init=v_init, readout=readout,
                 v_scale=scale * 64, vth_format=t.vth, bias_format=t.bias, decay_format=t.decay,

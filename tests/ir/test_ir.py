@@ -25,6 +25,31 @@ def test_ops_are_immutable():
     assert op2.weight[0, 0] == 1.0
 
 
+def test_owned_arrays_are_taken_without_a_copy():
+    import torch
+
+    from snncompile.ir.ops import owned
+
+    fresh = owned(np.ones((2, 3)) * 2)  # a fresh result handed over: read-only, shared
+    assert Dense(weight=fresh).weight is fresh and not fresh.flags.writeable
+    tensor_view = owned(torch.ones(2, 3, dtype=torch.float64).numpy())  # a fresh tensor's memory
+    assert Dense(weight=tensor_view).weight is tensor_view
+    model = torch.ones(2, 3, dtype=torch.float64)  # a tensor someone else holds: copied
+    view = model.numpy()
+    view.setflags(write=False)
+    op = Dense(weight=view)
+    model[0, 0] = 7.0
+    assert op.weight is not view and op.weight[0, 0] == 1.0
+
+
+def test_check_runs_once_per_op():
+    op = Dense(weight=np.array([[np.nan]]))
+    assert op.checked() == op.check() == ["weight has non-finite values"]
+    calls = []
+    object.__setattr__(op, "check", lambda: calls.append(1) or [])  # not asked again: ops never change
+    assert op.checked() == ["weight has non-finite values"] and not calls
+
+
 def test_graph_is_frozen_and_edits_return_new_graphs():
     g = chain((3,), [("fc", Dense(weight=np.ones((2, 3))))])
     with pytest.raises(nx.NetworkXError):

@@ -43,8 +43,8 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.ops import LoihiNeuron
 from snncompile.targets.loihi2 import LOIHI2, Loihi2
 from snncompile.targets.loihi2_cores import (  # noqa: F401  (re-exported: report.py, tests)
-    Box, ConvEdge, DenseEdge, FanOut, Usage, box_usage, capacity, connections, coverage, dense_axons, edges, grid,
-    incoming, spike_source, unsplit_usage)
+    Box, ConvEdge, DenseEdge, FanOut, Usage, box_inputs, box_usage, capacity, connections, coverage, dense_axons,
+    edges, grid, incoming, spike_source, unsplit_usage, with_fan_out)
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,10 @@ class _TooLarge(Exception):
 def _boxes(c: int, h: int, w: int, g: int, th: int, tw: int) -> dict[str, np.ndarray]:
     """Channel groups of g × bands of th rows × runs of tw columns, channel-major, remainders last."""
     cs, ys, xs = np.arange(0, c, g), np.arange(0, h, th), np.arange(0, w, tw)
-    c0, y0, x0 = (a.reshape(-1) for a in np.meshgrid(cs, ys, xs, indexing="ij"))
+    # meshgrid(cs, ys, xs, indexing="ij") flattened, without its overhead (called thousands of times)
+    c0 = np.repeat(cs, len(ys) * len(xs))
+    y0 = np.tile(np.repeat(ys, len(xs)), len(cs))
+    x0 = np.tile(xs, len(cs) * len(ys))
     return {"c0": c0, "c1": np.minimum(c0 + g, c), "y0": y0, "y1": np.minimum(y0 + th, h),
             "x0": x0, "x1": np.minimum(x0 + tw, w)}
 
@@ -220,6 +223,8 @@ class _Population:
         self.conv = [e for e in self.edges if isinstance(e, ConvEdge)]
         self.dense = [e for e in self.edges if isinstance(e, DenseEdge)]
         self.target = target
+        # (g, th, tw) -> boxes and their box_inputs: the same for every placement tried
+        self._inputs: dict[tuple[int, int, int], tuple[dict[str, np.ndarray], np.ndarray]] = {}
 
     def cut(self, fan_out: FanOut, limit: np.ndarray, cap: np.ndarray):
         """(boxes, (n, 4) usages): boxes within ``limit``, or within ``cap`` where that fails."""
@@ -237,13 +242,26 @@ class _Population:
 
     def _cut_boxes(self, fan_out: FanOut, bound: np.ndarray, cap: np.ndarray):
         c, h, w = self.grid
+        outputs = {}  # the bisections ask for some cuts more than once
+
+        def inputs(key):
+            if key not in self._inputs:
+                b = _boxes(c, h, w, *key)
+                self._inputs[key] = b, box_inputs(b, self.conv, self.target)
+            return self._inputs[key]
+
+        def output_axons(key, b):
+            if key not in outputs:
+                outputs[key] = fan_out.query(b)
+            return outputs[key]
 
         def evaluate(g, th, tw):
-            b = _boxes(c, h, w, g, th, tw)
-            return b, box_usage(b, self.conv, fan_out, self.target)
+            b, ins = inputs((g, th, tw))
+            return b, with_fan_out(ins, output_axons((g, th, tw), b))
 
-        def fits(g, th, tw):
-            return bool(np.all(evaluate(g, th, tw)[1] <= bound))
+        def fits(g, th, tw):  # the output axons only where the rest fits
+            b, ins = inputs((g, th, tw))
+            return bool(np.all(ins <= bound[:3]) and np.all(output_axons((g, th, tw), b) <= bound[3]))
 
         groups = {math.ceil(c / k) for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
                   if k <= c}

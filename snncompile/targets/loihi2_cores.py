@@ -179,6 +179,11 @@ def coverage(graph: Graph, synapse: str, start: int, stop: int) -> np.ndarray:
 # -- one synaptic op -----------------------------------------------------------------------------
 
 
+def _clip(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """np.clip of an integer array."""
+    return np.minimum(np.maximum(a, lo), hi)
+
+
 class ConvEdge:
     """A FixedConv2d seen from the boxes of its target population."""
 
@@ -208,10 +213,11 @@ class ConvEdge:
             return np.zeros(n, bool), z, z, z, z, z, z
         (sh, sw), (ph, pw), (dh, dw) = self.op.stride, self.op.padding, self.op.dilation
         _, hi, wi = self.src_grid
-        r0 = np.clip(b["y0"] * sh - ph + self.kh0 * dh, 0, hi)
-        r1 = np.clip((b["y1"] - 1) * sh - ph + self.kh1 * dh + 1, 0, hi)
-        q0 = np.clip(b["x0"] * sw - pw + self.kw0 * dw, 0, wi)
-        q1 = np.clip((b["x1"] - 1) * sw - pw + self.kw1 * dw + 1, 0, wi)
+        clip = _clip  # np.clip's dispatch costs more than the work on these small arrays
+        r0 = clip(b["y0"] * sh - ph + self.kh0 * dh, 0, hi)
+        r1 = clip((b["y1"] - 1) * sh - ph + self.kh1 * dh + 1, 0, hi)
+        q0 = clip(b["x0"] * sw - pw + self.kw0 * dw, 0, wi)
+        q1 = clip((b["x1"] - 1) * sw - pw + self.kw1 * dw + 1, 0, wi)
         ci0 = b["c0"] // self.cout_g * self.cin_g
         ci1 = ((b["c1"] - 1) // self.cout_g + 1) * self.cin_g
         live = (r1 > r0) & (q1 > q0) & (self.live_prefix[b["c1"]] > self.live_prefix[b["c0"]])
@@ -328,6 +334,21 @@ class FanOut:
 
 def box_usage(b: dict[str, np.ndarray], conv: list[ConvEdge], fan_out: FanOut, target: Loihi2) -> np.ndarray:
     """(n, 4) usage of boxes of a population whose synapses are all convolutions (or none)."""
+    return with_fan_out(box_inputs(b, conv, target), fan_out.query(b))
+
+
+def with_fan_out(inputs: np.ndarray, output_axons: np.ndarray) -> np.ndarray:
+    """``box_inputs``' (n, 3) columns and the boxes' output axons (``FanOut.query``): the (n, 4) usage."""
+    usage = np.empty((len(inputs), 4), dtype=np.int64)
+    usage[:, :3] = inputs
+    usage[:, 3] = output_axons
+    return usage
+
+
+def box_inputs(b: dict[str, np.ndarray], conv: list[ConvEdge], target: Loihi2) -> np.ndarray:
+    """(n, 3) neurons, synapse bytes and input axons of boxes of a population whose synapses are
+    all convolutions (or none): the part of their usage that does not depend on where their
+    spikes go (the partition pass reuses it for every placement it tries)."""
     n = len(b["c0"])
     neurons = (b["c1"] - b["c0"]) * (b["y1"] - b["y0"]) * (b["x1"] - b["x0"])
     kernels = np.zeros(n, dtype=np.int64)
@@ -347,7 +368,7 @@ def box_usage(b: dict[str, np.ndarray], conv: list[ConvEdge], fan_out: FanOut, t
     for live, r0, r1, q0, q1 in per_source.values():
         fan_in += live * (r1 - r0) * (q1 - q0)
     synapse_bytes = kernels * target.weight_bytes + fan_in * target.axon_bytes
-    return np.stack([neurons, synapse_bytes, fan_in, fan_out.query(b)], axis=1)
+    return np.stack([neurons, synapse_bytes, fan_in], axis=1)
 
 
 def unsplit_usage(edges_in: list, size: int, target: Loihi2, senders: int) -> Usage:

@@ -365,12 +365,23 @@ def _synapse(m: _Map, bias: np.ndarray | None):
 def _region_bias(graph: Graph, end: str, sources: list[str]) -> torch.Tensor:
     """The region's value at ``end`` with every source at zero (one sample)."""
     values: dict[str, torch.Tensor] = {s: torch.zeros((1,) + graph.shape(s), dtype=torch.float64) for s in sources}
+    zeros = set(sources)  # nodes whose value is all zeros
 
     def value(node: str) -> torch.Tensor:
         if node not in values:
             op = graph.op(node)
             args = [value(i) for i in graph.inputs(node)]
-            if isinstance(op, Add):
+            if isinstance(op, Conv2d) and graph.inputs(node)[0] in zeros:
+                # a conv of zeros is its bias everywhere (finite weights: the verifier checks them);
+                # not convolving zeros saves the region's full-size convolutions
+                shape = (1,) + graph.shape(node)
+                if op.bias is None:
+                    values[node] = torch.zeros(shape, dtype=torch.float64)
+                    zeros.add(node)
+                else:
+                    bias = torch.tensor(op.bias, dtype=torch.float64)
+                    values[node] = bias.reshape(1, -1, 1, 1).expand(shape).clone()
+            elif isinstance(op, Add):
                 values[node] = torch.stack(args).sum(0)
             elif isinstance(op, Concat):
                 values[node] = torch.cat(args, dim=1)

@@ -64,7 +64,7 @@ from snncompile.ir.ops import (
     owned,
     ungrouped,
 )
-from snncompile.sim.ann import UNARY
+from snncompile.sim.ann import UNARY, one_thread
 
 REGION = (Conv2d, Dense, AvgPool2d, AdaptiveAvgPool2d, BatchNorm, Flatten, Add, Concat)  # SumPool2d: an AvgPool2d
 FOLD_LIMIT = 4_000_000  # weights of a composed Dense beyond which a pool gets relay neurons instead
@@ -409,6 +409,11 @@ class LowerLinearRegions:
     name: str = "lower_linear_regions"
 
     def __call__(self, graph: Graph) -> Graph:
+        # many small tensor ops: two intra-op threads made this pass 3-30x slower on a busy 2-core machine
+        with one_thread():
+            return self._run(graph)
+
+    def _run(self, graph: Graph) -> Graph:
         relays: list[dict] = []
         for _ in range(len(graph) + 1):
             try:

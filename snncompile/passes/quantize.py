@@ -54,7 +54,7 @@ from snncompile.ir.ops import (
     Reset,
     owned,
 )
-from snncompile.sim.ann import evaluate
+from snncompile.sim.ann import evaluate, one_thread
 from snncompile.targets.loihi2 import LOIHI2, Loihi2
 
 
@@ -105,7 +105,8 @@ class Quantize:
         host_sources = [
             s for n in graph.find((IF, LIF, Integrator)) for s in graph.inputs(n) if _host_fed(graph, s)
         ]
-        host_values = evaluate(graph, self.data, upto=set(host_sources)) if host_sources else {}
+        with one_thread():  # (as passes.convert's ANN evaluation)
+            host_values = evaluate(graph, self.data, upto=set(host_sources)) if host_sources else {}
         for name in graph.find((IF, LIF, Integrator)):
             op = graph.op(name)
             sources = graph.inputs(name)

@@ -241,24 +241,35 @@ def balance_channels(graph: Graph, gains: dict[str, np.ndarray]) -> Graph:
     keeps g per layer: a layer's rate·θ approximates a_c / g_c (passes.calibrate divides its
     targets by it).
     """
-    ops = {name: op for name, op in graph.nodes()}
+    # new weights, computed here and scaled in place by every later layer that touches them (the
+    # same operations in the same order as one new array per step, without the new arrays)
+    weights: dict[str, np.ndarray] = {}
+    biases: dict[str, np.ndarray | None] = {}
+
+    def scale(synapse: str, op, by: np.ndarray, divide: bool) -> None:
+        if synapse not in weights:
+            weights[synapse] = op.weight / by if divide else op.weight * by
+        elif divide:
+            np.divide(weights[synapse], by, out=weights[synapse])
+        else:
+            np.multiply(weights[synapse], by, out=weights[synapse])
+
     for layer, gain in gains.items():
         for synapse in graph.inputs(layer):
-            op = ops[synapse]
-            rows = _gain_rows(op, gain)
-            bias = None if op.bias is None else op.bias / gain
-            ops[synapse] = dataclasses.replace(op, weight=owned(op.weight / rows), bias=bias)
+            op = graph.op(synapse)
+            scale(synapse, op, _gain_rows(op, gain), divide=True)
+            biases[synapse] = None if op.bias is None else op.bias / gain
         stack = list(graph.users(layer))
         while stack:
             node = stack.pop()
-            op = ops[node]
+            op = graph.op(node)
             if isinstance(op, PASS_THROUGH):
                 stack.extend(graph.users(node))
             elif isinstance(op, (Dense, Conv2d)):
-                ops[node] = dataclasses.replace(op, weight=owned(op.weight * _gain_columns(op, gain)))
+                scale(node, op, _gain_columns(op, gain), divide=False)
     builder = graph.edit()
-    for name, op in ops.items():
-        if op is not graph.op(name):
-            builder.replace(name, op)
+    for name, weight in weights.items():
+        op = graph.op(name)
+        builder.replace(name, dataclasses.replace(op, weight=owned(weight), bias=biases.get(name, op.bias)))
     builder.metadata = {**builder.metadata, "channel_gains": {k: [float(x) for x in g] for k, g in gains.items()}}
     return builder.build()

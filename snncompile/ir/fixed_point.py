@@ -40,8 +40,9 @@ class IntFormat:
             return False
         return bool(v.min() >= self.min and v.max() <= self.max and (self.step == 1 or np.all(v % self.step == 0)))
 
-    def quantize(self, values: np.ndarray) -> tuple[np.ndarray, int]:
-        """Round to the nearest representable value, saturating; returns (ints, saturated count)."""
+    def quantize(self, values: np.ndarray, scratch: bool = False) -> tuple[np.ndarray, int]:
+        """Round to the nearest representable value, saturating; returns (ints, saturated count).
+        ``scratch``: ``values`` is a temporary the caller gives up, used as the work buffer."""
         v = np.asarray(values, dtype=np.float64)
         if v.ndim == 0:
             rounded = np.round(v / self.step) * self.step
@@ -49,7 +50,10 @@ class IntFormat:
             return clipped.astype(np.int64), int(np.count_nonzero(clipped != rounded))
         # round(v / step) * step, then clipped, in one buffer: each fresh array of a model's
         # weights costs more in page faults than its arithmetic
-        rounded = v / self.step
+        if scratch and v is values and v.flags.writeable:
+            rounded = np.divide(v, self.step, out=v)
+        else:
+            rounded = v / self.step
         np.round(rounded, out=rounded)
         if self.step != 1:
             rounded *= self.step

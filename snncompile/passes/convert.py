@@ -118,6 +118,9 @@ class ConvertReLU:
         problems = []
         scales: dict[str, float] = {}
         gains: dict[str, np.ndarray] = {}
+        # with per-channel balancing, each synapse's λ factors are applied by balance_channels in
+        # the same buffer as its gains (one new weight array per synapse instead of two)
+        pending: dict[str, list[float]] = {}
         for relu in relus:
             values = acts[relu].numpy()
             lam = activation_scale(values, self.percentile, self.mode, self.steps, self.v_init)
@@ -135,6 +138,9 @@ class ConvertReLU:
             builder.replace(relu, IF(threshold=np.full(graph.shape(relu), lam), reset=self.reset,
                                      v_init=np.full(graph.shape(relu), self.v_init * lam)))
             for synapse in self._downstream_synapses(graph, relu, problems):
+                if self.channel_wise:
+                    pending.setdefault(synapse, []).append(lam)
+                    continue
                 op = builder.op(synapse)
                 builder.replace(synapse, dataclasses.replace(op, weight=owned(op.weight * lam)))
         self._lower_adds(graph, builder, problems)
@@ -156,7 +162,7 @@ class ConvertReLU:
         peaks = {s: float(acts[s].abs().max()) for s in readout_synapses}
         builder.metadata = {**builder.metadata, "thresholds": scales, "readout_input_peaks": peaks}
         converted = builder.build()
-        return balance_channels(converted, gains) if gains else converted
+        return balance_channels(converted, gains, pending) if gains else converted
 
     @staticmethod
     def _synapses_of(graph: Graph, node: str) -> list[str]:
@@ -229,7 +235,15 @@ def _gain_columns(op: Dense | Conv2d, gain: np.ndarray) -> np.ndarray:
     return gain[group[:, None] * per_group + np.arange(per_group)[None, :]][:, :, None, None]
 
 
-def balance_channels(graph: Graph, gains: dict[str, np.ndarray]) -> Graph:
+def _times(weight: np.ndarray, factors: list[float]) -> np.ndarray:
+    """``weight`` × each factor in turn, in one new array."""
+    out = weight * factors[0]
+    for f in factors[1:]:
+        out *= f
+    return out
+
+
+def balance_channels(graph: Graph, gains: dict[str, np.ndarray], factors: dict[str, list[float]] | None = None) -> Graph:
     """Per-channel threshold balancing folded into the weights, one threshold per layer.
 
     For an IF layer with threshold θ and channel c's own scale λ_c = g_c·θ: channel c's incoming
@@ -239,14 +253,18 @@ def balance_channels(graph: Graph, gains: dict[str, np.ndarray]) -> Graph:
     same; each channel then spans the whole [0, θ] range of the layer's one threshold
     (Rueckauer et al. 2017; SpikingJelly's channel-wise mode). ``graph.metadata["channel_gains"]``
     keeps g per layer: a layer's rate·θ approximates a_c / g_c (passes.calibrate divides its
-    targets by it).
+    targets by it). ``factors``: per synapse, scalars its weights are multiplied by first, in
+    order (conversion's λ of the layer it reads).
     """
+    factors = factors or {}
     # new weights, computed here and scaled in place by every later layer that touches them (the
     # same operations in the same order as one new array per step, without the new arrays)
     weights: dict[str, np.ndarray] = {}
     biases: dict[str, np.ndarray | None] = {}
 
     def scale(synapse: str, op, by: np.ndarray, divide: bool) -> None:
+        if synapse not in weights and synapse in factors:
+            weights[synapse] = _times(op.weight, factors[synapse])
         if synapse not in weights:
             weights[synapse] = op.weight / by if divide else op.weight * by
         elif divide:
@@ -267,6 +285,9 @@ def balance_channels(graph: Graph, gains: dict[str, np.ndarray]) -> Graph:
                 stack.extend(graph.users(node))
             elif isinstance(op, (Dense, Conv2d)):
                 scale(node, op, _gain_columns(op, gain), divide=False)
+    for synapse, by in factors.items():  # (synapses no gain reached)
+        if synapse not in weights:
+            weights[synapse] = _times(graph.op(synapse).weight, by)
     builder = graph.edit()
     for name, weight in weights.items():
         op = graph.op(name)

@@ -160,7 +160,7 @@ class Quantize:
                 builder.set_inputs(name, [enc])
             else:
                 for s in spiking:
-                    w, sat = t.weight.quantize(graph.op(s).weight * scale)
+                    w, sat = t.weight.quantize(graph.op(s).weight * scale, scratch=True)
                     info["weight_saturated"] += sat
                     builder.replace(s, self._fixed_synapse(graph.op(s), owned(w)))
                 bias = np.broadcast_to(sum(self._bias(graph, s) for s in spiking), shape)
@@ -173,7 +173,7 @@ class Quantize:
                 info["threshold_clipped"] = int(np.prod(shape))
             # relative to the rounded threshold, so that θ/2 is exactly vth·32 (half of vth << 6)
             v_unit = 64 * scale if readout else 64 * vth / theta
-            v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * v_unit)
+            v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * v_unit, scratch=True)
             v_init = owned(v_init)
             info["v_init_saturated"] = sat
             info["vth"] = vth

@@ -260,6 +260,8 @@ class _Population:
             return b, with_fan_out(ins, output_axons((g, th, tw), b))
 
         def fits(g, th, tw):  # the output axons only where the rest fits
+            if g * th * tw > bound[0]:  # the first box's neurons already exceed the bound
+                return False
             b, ins = inputs((g, th, tw))
             return bool(np.all(ins <= bound[:3]) and np.all(output_axons((g, th, tw), b) <= bound[3]))
 

@@ -138,7 +138,8 @@ class Quantize:
                 if readout:
                     limits.append(t.v_max / (64 * self.headroom * peak * self.steps))
             else:
-                wmax = max(float(np.abs(graph.op(s).weight).max()) for s in spiking) or 1.0
+                # max |w| without a new array of |w|: max(max w, −min w), the same number
+                wmax = max(max(float(w.max()), -float(w.min())) for w in (graph.op(s).weight for s in spiking)) or 1.0
                 limits.append(t.weight.max / wmax)
                 bias = sum(self._bias(graph, s) for s in spiking)
                 bmax = float(np.abs(bias).max()) if np.size(bias) else 0.0

@@ -120,6 +120,14 @@ def _t(arr) -> torch.Tensor:
     return torch.tensor(np.asarray(arr), dtype=torch.float64)
 
 
+def _w(m: _Map) -> torch.Tensor:
+    """A conv map's kernel: a path's one Conv2d is converted only when a composition needs it
+    (most paths keep their op's weights: converting every one was 93 MB per round on ResNet-18)."""
+    if m.weight is None and m.original is not None:
+        m.weight = _t(m.original.weight)
+    return m.weight
+
+
 def _dense_weight(m: _Map) -> torch.Tensor:
     """A dense map's matrix (the op's own, converted only when a composition needs it)."""
     return m.weight if m.weight is not None else _t(m.original.weight)
@@ -147,7 +155,7 @@ def _check_padding(a: _Map, b: Conv2d, node: str, out_hw: tuple[int, int]) -> No
     """Raise _Inexact where B's zero padding would read non-zero values of the composed conv."""
     x_hw, a_hw = a.in_shape[1:], a.conv_shape[1:]
     for axis in range(2):
-        ka = a.weight.shape[2 + axis]
+        ka = _w(a).shape[2 + axis]
         sa, pa, da = a.stride[axis], a.padding[axis], a.dilation[axis]
         kb, sb, pb, db = b.weight.shape[2 + axis], b.stride[axis], b.padding[axis], b.dilation[axis]
         if pb > 0 and da * (ka - 1) >= sa + pa:
@@ -160,8 +168,8 @@ def _check_padding(a: _Map, b: Conv2d, node: str, out_hw: tuple[int, int]) -> No
 def _compose_conv(a: _Map, b: Conv2d, node: str, out_shape: tuple[int, ...]) -> _Map:
     """conv b after the conv map a (see the module docstring)."""
     _check_padding(a, b, node, out_shape[1:])
-    wa, wb = a.weight, _t(b.weight)
-    if _depthwise(wa, a.groups) and a.weight.shape[0] == a.in_shape[0]:
+    wa, wb = _w(a), _t(b.weight)
+    if _depthwise(wa, a.groups) and wa.shape[0] == a.in_shape[0]:
         # A is diagonal in channels: K keeps B's channel structure.
         o, bi = wb.shape[:2]
         og = o // b.groups
@@ -227,7 +235,7 @@ def _step(m: _Map, node: str, op, port: int, graph: Graph, fold_limit: int) -> _
         if m.post is not None or m.kind == "dense":
             raise PassError(f"linear_regions: node '{node}': adaptive pooling after {m.kind} has no lowering")
         ah, aw = (_t(a) for a in op.matrices(m.out_shape))
-        pooled = _Map(m.kind, m.in_shape, out, m.weight, m.stride, m.padding, m.dilation, m.groups, None,
+        pooled = _Map(m.kind, m.in_shape, out, _w(m), m.stride, m.padding, m.dilation, m.groups, None,
                       m.nodes + [node], (ah, aw))
         pooled._conv_shape = m.conv_shape
         return pooled
@@ -253,7 +261,7 @@ def _step(m: _Map, node: str, op, port: int, graph: Graph, fold_limit: int) -> _
         if m.post is None and size > max(fold_limit, w.numel()):
             raise _Inexact(f"folding into '{node}' needs a {w.shape[0]}x{math.prod(m.in_shape)} Dense", m.nodes)
         rows = w.reshape(w.shape[0], *m.conv_shape)
-        pulled = torch.nn.grad.conv2d_input((w.shape[0],) + tuple(m.in_shape), m.weight, rows, m.stride,
+        pulled = torch.nn.grad.conv2d_input((w.shape[0],) + tuple(m.in_shape), _w(m), rows, m.stride,
                                             m.padding, m.dilation, m.groups)
         return _Map("dense", m.in_shape, out, pulled.reshape(w.shape[0], -1), nodes=m.nodes + [node])
     if m.kind == "dense" or len(out) != 3 and not isinstance(op, BatchNorm):
@@ -284,7 +292,7 @@ def _step(m: _Map, node: str, op, port: int, graph: Graph, fold_limit: int) -> _
         return _compose_conv(m, b, node, out)
     if isinstance(op, Conv2d):
         if m.kind == "id":
-            return _Map("conv", m.in_shape, out, _t(op.weight), op.stride, op.padding, op.dilation, op.groups,
+            return _Map("conv", m.in_shape, out, None, op.stride, op.padding, op.dilation, op.groups,
                         original=op, nodes=m.nodes + [node])
         return _compose_conv(m, op, node, out)
     raise PassError(f"linear_regions: node '{node}': {op.kind.value} is not linear")
@@ -325,11 +333,11 @@ def _merge(maps: list[_Map]) -> _Map:
     if any(m.kind != "conv" or m.stride != convs[0].stride or m.dilation != (1, 1) for m in convs):
         raise PassError("linear_regions: two paths from one population to one target with different strides")
     lo = [min(-m.padding[i] for m in convs) for i in range(2)]
-    hi = [max(-m.padding[i] + m.weight.shape[2 + i] for m in convs) for i in range(2)]
+    hi = [max(-m.padding[i] + _w(m).shape[2 + i] for m in convs) for i in range(2)]
     out_c, in_c = first.out_shape[0] if len(first.conv_shape) == 3 else first.conv_shape[0], first.in_shape[0]
     kernel = torch.zeros(out_c, in_c, hi[0] - lo[0], hi[1] - lo[1], dtype=torch.float64)
     for m in convs:
-        w = _dense_channels(m.weight, m.groups)
+        w = _dense_channels(_w(m), m.groups)
         y, x = -m.padding[0] - lo[0], -m.padding[1] - lo[1]
         kernel[:, :, y:y + w.shape[2], x:x + w.shape[3]] += w
     merged = _Map("conv", first.in_shape, first.out_shape, kernel, convs[0].stride, (-lo[0], -lo[1]))
@@ -358,7 +366,7 @@ def _synapse(m: _Map, bias: np.ndarray | None):
         return Dense(weight=owned(m.weight.numpy()), bias=bias)
     if len(m.out_shape) != 3 and m.conv_shape[1:] != (1, 1):
         raise PassError("linear_regions: a flattened conv must end in a Dense or a global pooling")
-    return Conv2d(weight=owned(m.weight.numpy()), bias=bias, stride=m.stride, padding=m.padding, dilation=m.dilation,
+    return Conv2d(weight=owned(_w(m).numpy()), bias=bias, stride=m.stride, padding=m.padding, dilation=m.dilation,
                   groups=m.groups)
 
 

@@ -259,11 +259,13 @@ class _Population:
             b, ins = inputs((g, th, tw))
             return b, with_fan_out(ins, output_axons((g, th, tw), b))
 
+        bound_in, bound_out, max_neurons = bound[:3], bound[3], bound[0]
+
         def fits(g, th, tw):  # the output axons only where the rest fits
-            if g * th * tw > bound[0]:  # the first box's neurons already exceed the bound
+            if g * th * tw > max_neurons:  # the first box's neurons already exceed the bound
                 return False
             b, ins = inputs((g, th, tw))
-            return bool(np.all(ins <= bound[:3]) and np.all(output_axons((g, th, tw), b) <= bound[3]))
+            return bool((ins <= bound_in).all() and (output_axons((g, th, tw), b) <= bound_out).all())
 
         groups = {math.ceil(c / k) for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
                   if k <= c}
@@ -365,10 +367,11 @@ class Partition:
                     f"does not fit any number of Loihi 2 chips: a single neuron exceeds a core "
                     f"(limits per core: {_limits(cap)}): {'; '.join(too_large)}")
             for order in self.orders:
-                slices, cores = self._pack(names, pops, cuts, cap_a, order)
+                placed, cores = self._pack(names, cuts, cap_a, order)
                 if best is None or len(cores) < len(best[1]):
-                    best = (slices, cores)
-        slices, cores = best
+                    best = (cuts, cores, placed)
+        cuts, cores, placed = best
+        slices = self._slices(names, pops, cuts, placed)  # of the winner only
         placement = Placement(tuple(slices), tuple(Usage.from_array(c) for c in cores), cap, self.chips,
                               self.target.cores_per_chip, self._totals(names, pops))
         available = self.chips * self.target.cores_per_chip
@@ -398,28 +401,32 @@ class Partition:
                         fan_outs[e.source].add_dense(e.reached(c0, c1))
         return cuts, list(reversed(too_large))
 
-    def _pack(self, names, pops, cuts, cap, order):
+    def _pack(self, names, cuts, cap, order):
         """First fit of every box, in topological order or by decreasing largest resource fraction
-        (first-fit decreasing: memory-heavy boxes first, neuron-heavy ones fill the rest)."""
+        (first-fit decreasing: memory-heavy boxes first, neuron-heavy ones fill the rest).
+        Returns each box's core, {(population, box index): core}, and the cores' usage."""
         items = [(name, i) for name in names for i in range(len(cuts[name][1]))]
-        if order == "decreasing":
-            frac = [float((cuts[name][1][i] / np.maximum(cap, 1)).max()) for name, i in items]
-            items = [items[k] for k in np.argsort(-np.array(frac), kind="stable")]
-        cores = np.zeros((0, 4), dtype=np.int64)
-        used, slices, placed = 0, [], {}
+        if order == "decreasing" and items:  # each box's largest fraction, a population at a time
+            frac = np.concatenate([(cuts[name][1] / np.maximum(cap, 1)).max(axis=1) for name in names])
+            items = [items[k] for k in np.argsort(-frac, kind="stable")]
+        slack = np.zeros((0, 4), dtype=np.int64)  # cap - usage of each core opened so far
+        used, placed = 0, {}
         for name, i in items:
-            b, usage = cuts[name]
-            u = usage[i]
-            room = np.nonzero(np.all(cores[:used] + u <= cap, axis=1))[0]
-            if len(room):
-                core = int(room[0])
-            else:
-                if used == len(cores):
-                    cores = np.concatenate([cores, np.zeros((max(16, used), 4), dtype=np.int64)])
+            u = cuts[name][1][i]
+            room = (slack[:used] >= u).all(axis=1)  # (cores + u <= cap, without a new sum)
+            core = int(room.argmax()) if used else 0
+            if not used or not room[core]:
+                if used == len(slack):
+                    slack = np.concatenate([slack, np.repeat(cap[None], max(16, used), axis=0)])
                 core, used = used, used + 1
-            cores[core] += u
+            slack[core] -= u
             placed[name, i] = core
-        for name in names:  # slices listed in topological order, a population's boxes in cut order
+        return placed, (cap - slack)[:used]
+
+    def _slices(self, names, pops, cuts, placed) -> list[Slice]:
+        """Slices in topological order, a population's boxes in cut order."""
+        slices = []
+        for name in names:
             b, usage = cuts[name]
             pop = pops[name]
             for i in range(len(usage)):
@@ -427,7 +434,7 @@ class Partition:
                 box = Box(*(int(b[k][i]) for k in ("c0", "c1", "y0", "y1", "x0", "x1")))
                 slices.append(Slice(name, box, core, core // self.target.cores_per_chip, Usage.from_array(usage[i]),
                                     pop.grid, pop.image))
-        return slices, cores[:used]
+        return slices
 
     def _totals(self, names, pops) -> dict[str, Usage]:
         conv_senders = {n: np.zeros(pops[n].grid[1:], dtype=bool) for n in names}

@@ -135,8 +135,8 @@ class ConvertReLU:
                 if upper is not None:
                     per_channel = np.minimum(per_channel, upper)
                 gains[relu] = per_channel / lam
-            builder.replace(relu, IF(threshold=np.full(graph.shape(relu), lam), reset=self.reset,
-                                     v_init=np.full(graph.shape(relu), self.v_init * lam)))
+            builder.replace(relu, IF(threshold=owned(np.full(graph.shape(relu), lam)), reset=self.reset,
+                                     v_init=owned(np.full(graph.shape(relu), self.v_init * lam))))
             for synapse in self._downstream_synapses(graph, relu, problems):
                 if self.channel_wise:
                     pending.setdefault(synapse, []).append(lam)

@@ -670,7 +670,8 @@ class LoihiNeuron(Op):
         object.__setattr__(self, "reset", Reset(self.reset))
 
     def infer_shape(self, inputs):
-        shape = _same_shapes("LoihiNeuron", inputs)
+        # no input: a clock (passes.latency), running on its v_init and bias alone
+        shape = _same_shapes("LoihiNeuron", inputs) if inputs else tuple(self.vth.shape)
         for name in ("vth", "bias_mant", "bias_exp", "v_init"):
             if getattr(self, name).shape != shape:
                 raise ShapeError(f"{name} has shape {getattr(self, name).shape}, neuron shape is {shape}")

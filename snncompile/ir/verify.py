@@ -47,8 +47,6 @@ class Verifier:
                 return ["a neuron fed by a BiasEncoder must have zero static bias"]
             if others:
                 return [f"a LoihiNeuron cannot take input from {others[0].kind.value}"]
-            if not inputs:
-                return ["a LoihiNeuron needs at least one input"]
         if isinstance(op, (FixedDense, FixedConv2d)):
             if not all(isinstance(i, LoihiNeuron) for i in inputs):
                 return [f"{op.kind.value} must be fed by LoihiNeuron spikes"]

@@ -4,8 +4,9 @@
 - on a compiled fixed-point graph: no neuron fires before its input can arrive, and each neuron's v
   equals its uncompensated v_init exactly at the step its input arrives, in the reference simulator
   and in Lava (bit for bit);
-- what cannot be compensated exactly (a negative bias that would start v above threshold) is kept
-  safe and counted; leaky neurons get the exact integer preimage;
+- a negative bias that would start v above threshold arrives through synapses from a clock that
+  starts at the layer's depth (exact, also on Lava); without that gating it is kept safe and
+  counted; leaky neurons get the exact integer preimage;
 - a directly trained LIF SNN (snnTorch, 4 synaptic layers with biases): compiled spike trains equal
   the framework's delay-free ones shifted by each layer's depth, exactly in the float simulator and
   within quantization in fixed point.
@@ -88,7 +89,9 @@ def test_compensated_graph_is_bit_exact_on_lava(digits_flat):
     assert result.mismatches == 0 and result.steps == steps
 
 
-def test_a_negative_bias_that_would_fire_early_is_kept_safe_and_counted(digits_flat):
+def strong_negative_bias(digits_flat):
+    """The MLP quantized, its depth-1 layer given a bias so negative that v_init − depth·bias
+    would start above the threshold."""
     x = digits_flat.train.x[:64]
     snn, _ = fixed_graph(make_mlp(), x)
     q = pipeline.run(snn, (pipeline.Quantize(data=x, steps=16),))
@@ -97,7 +100,52 @@ def test_a_negative_bias_that_would_fire_early_is_kept_safe_and_counted(digits_f
     builder = q.edit()
     builder.replace(deep, dataclasses.replace(op, bias_mant=np.full(op.bias_mant.shape, -4000),
                                               bias_exp=np.full(op.bias_exp.shape, 6)), q.inputs(deep))
-    out = CompensateDelay()(builder.build())
+    return builder.build(), deep
+
+
+def test_a_negative_bias_that_would_fire_early_arrives_through_a_clock(digits_flat):
+    """-4000 << 6 per step: the bias moves onto synapses from a clock neuron that fires from step
+    depth − 1, so it reaches v from step depth, exactly; v_init stays the uncompensated one."""
+    q, deep = strong_negative_bias(digits_flat)
+    out = CompensateDelay()(q)
+    info = out.metadata["latency"]
+    assert info["inexact"] == 0 and info["gated"] == q.op(deep).bias_mant.size and info["clock_neurons"] == 1
+    new = out.op(deep)
+    assert not np.any(new.bias_mant) and np.array_equal(new.v_init, q.op(deep).v_init)
+    kicks = [s for s in out.inputs(deep) if s not in q.inputs(deep)]
+    (clock,) = {c for k in kicks for c in out.inputs(k)}
+    assert not out.inputs(clock) and depths(out)[deep] == 1 and latency_steps(out) == latency_steps(q)
+    # -4000 << 6 per step is -4000 << 0 in a_in: with weight exponents, two or three synapses
+    assert len(kicks) <= 3
+    total = sum(out.op(k).weight.astype(np.int64) << out.op(k).weight_exp for k in kicks)
+    assert np.all(total == -4000)
+    run = fixed.simulate(out, digits_flat.test.x[:8], 4, record=True)
+    assert np.all(run.trace.spikes[clock] == 1)  # level 0 fires every step
+    assert not np.any(run.trace.spikes[deep][:, 0])
+    assert np.array_equal(run.trace.v[deep][:, 0], np.broadcast_to(new.v_init, (8, *new.v_init.shape)))
+    plain = fixed.simulate(q, digits_flat.test.x[:8], 4, record=True)  # bias from step 0, uncompensated
+    u_in = plain.trace.v[deep][:, 1] - plain.trace.v[deep][:, 0]  # not a spike in between: v > vth never
+    assert not np.any(plain.trace.spikes[deep][:, :2])
+    # from step 1 on, the gated neuron gets exactly the same bias and input as the plain one did
+    assert np.array_equal(run.trace.v[deep][:, 1] - run.trace.v[deep][:, 0], u_in)
+
+
+@pytest.mark.lava
+def test_a_gated_bias_is_bit_exact_on_lava(digits_flat):
+    from snncompile.backends.lava import run_lava
+    from snncompile.sim.trace import compare
+
+    q, _ = strong_negative_bias(digits_flat)
+    out = CompensateDelay()(q)
+    check = digits_flat.test.x[:2]
+    result = compare(fixed.simulate(out, check, 6).trace, run_lava(out, check, 6))
+    assert result.mismatches == 0 and result.steps == 6
+
+
+def test_without_gating_a_negative_bias_that_would_fire_early_is_kept_safe_and_counted(digits_flat):
+    q, deep = strong_negative_bias(digits_flat)
+    op = q.op(deep)
+    out = CompensateDelay(gate=False)(q)
     assert out.metadata["latency"]["inexact"] == op.bias_mant.size
     assert np.all(out.op(deep).v_init <= out.op(deep).vth.astype(np.int64) << 6)  # nothing fires early
     run = fixed.simulate(out, digits_flat.test.x[:8], 1, record=True)

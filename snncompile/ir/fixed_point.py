@@ -36,9 +36,18 @@ class IntFormat:
         v = np.asarray(values)
         if v.size == 0:
             return True
-        if v.dtype.kind not in "iub" and not np.all(v == np.round(v)):  # integer dtypes hold integers
+        integer = v.dtype.kind in "iu"
+        if not integer and v.dtype.kind != "b" and not np.all(v == np.round(v)):  # integer dtypes hold integers
             return False
-        return bool(v.min() >= self.min and v.max() <= self.max and (self.step == 1 or np.all(v % self.step == 0)))
+        if not (v.min() >= self.min and v.max() <= self.max):
+            return False
+        if self.step == 1:
+            return True
+        if integer and self.step & (self.step - 1) == 0:
+            # a power of two divides every value iff it divides none of their low bits: one
+            # reduction, no array of remainders (the weights of a whole layer)
+            return not int(np.bitwise_or.reduce(v, axis=None)) & (self.step - 1)
+        return bool(np.all(v % self.step == 0))
 
     def quantize(self, values: np.ndarray, scratch: bool = False) -> tuple[np.ndarray, int]:
         """Round to the nearest representable value, saturating; returns (ints, saturated count).

@@ -141,7 +141,7 @@ class Quantize:
                 # max |w| without a new array of |w|: max(max w, −min w), the same number
                 wmax = max(max(float(w.max()), -float(w.min())) for w in (graph.op(s).weight for s in spiking)) or 1.0
                 limits.append(t.weight.max / wmax)
-                bias = sum(self._bias(graph, s) for s in spiking)
+                bias = self._channel_bias(graph, spiking, graph.shape(name))
                 bmax = float(np.abs(bias).max()) if np.size(bias) else 0.0
                 if bmax > 0:
                     top = t.bias.max_value if self.bias_exp is None else t.bias.mant.max << self.bias_exp
@@ -164,10 +164,11 @@ class Quantize:
                     w, sat = t.weight.quantize(graph.op(s).weight * scale, scratch=True)
                     info["weight_saturated"] += sat
                     builder.replace(s, self._fixed_synapse(graph.op(s), owned(w)))
-                bias = np.broadcast_to(sum(self._bias(graph, s) for s in spiking), shape)
-                bias_mant, bias_exp, sat = t.bias.encode(bias * scale * 64, exp=self.bias_exp)
-                bias_mant, bias_exp = owned(bias_mant), owned(bias_exp)
-                info["bias_saturated"] = sat
+                # encoded once per channel (a conv's bias is one value per channel), then spread
+                bias = self._channel_bias(graph, spiking, shape)
+                mant, exp, sat = t.bias.encode(bias * scale * 64, exp=self.bias_exp)
+                bias_mant, bias_exp = (owned(np.ascontiguousarray(np.broadcast_to(a, shape))) for a in (mant, exp))
+                info["bias_saturated"] = sat * (int(np.prod(shape)) // max(bias.size, 1))
             vth = t.vth.max if readout else int(np.clip(round(theta * scale), 1, t.vth.max))
             if not readout and vth != round(theta * scale):
                 # every neuron of the layer shares the clipped threshold
@@ -201,6 +202,14 @@ class Quantize:
         if all(s in peaks for s in spiking):
             return self.headroom * sum(peaks[s] for s in spiking)
         return sum(_row_l1(graph.op(s)) for s in spiking) + bmax
+
+    @staticmethod
+    def _channel_bias(graph: Graph, spiking: list[str], shape: tuple[int, ...]) -> np.ndarray:
+        """``sum(_bias(s) for s in spiking)`` before its broadcast over ``shape``: per channel
+        (C, 1, 1) for an image, the full vector otherwise; the same numbers, element by element."""
+        compact = (shape[0],) + (1,) * (len(shape) - 1)
+        return sum(np.zeros(compact) if graph.op(s).bias is None else graph.op(s).bias.reshape(compact)
+                   for s in spiking)
 
     @staticmethod
     def _bias(graph: Graph, synapse: str) -> np.ndarray:

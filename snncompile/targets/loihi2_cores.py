@@ -179,11 +179,6 @@ def coverage(graph: Graph, synapse: str, start: int, stop: int) -> np.ndarray:
 # -- one synaptic op -----------------------------------------------------------------------------
 
 
-def _clip(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """np.clip of an integer array."""
-    return np.minimum(np.maximum(a, lo), hi)
-
-
 class ConvEdge:
     """A FixedConv2d seen from the boxes of its target population."""
 
@@ -203,6 +198,10 @@ class ConvEdge:
         self.empty = len(self.taps) == 0
         if not self.empty:
             (self.kh0, self.kw0), (self.kh1, self.kw1) = self.taps.min(axis=0), self.taps.max(axis=0)
+            (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
+            _, hi, wi = self.src_grid
+            self._offsets = (sh, sw, hi, wi, int(-ph + self.kh0 * dh), int(-sh - ph + self.kh1 * dh + 1),
+                             int(-pw + self.kw0 * dw), int(-sw - pw + self.kw1 * dw + 1))
 
     def reach(self, b: dict[str, np.ndarray]):
         """For target boxes (arrays c0..x1), the source rectangle each reaches: (live, ci0, ci1,
@@ -211,17 +210,24 @@ class ConvEdge:
         if self.empty:
             z = np.zeros(n, np.int64)
             return np.zeros(n, bool), z, z, z, z, z, z
-        (sh, sw), (ph, pw), (dh, dw) = self.op.stride, self.op.padding, self.op.dilation
-        _, hi, wi = self.src_grid
-        clip = _clip  # np.clip's dispatch costs more than the work on these small arrays
-        r0 = clip(b["y0"] * sh - ph + self.kh0 * dh, 0, hi)
-        r1 = clip((b["y1"] - 1) * sh - ph + self.kh1 * dh + 1, 0, hi)
-        q0 = clip(b["x0"] * sw - pw + self.kw0 * dw, 0, wi)
-        q1 = clip((b["x1"] - 1) * sw - pw + self.kw1 * dw + 1, 0, wi)
-        ci0 = b["c0"] // self.cout_g * self.cin_g
-        ci1 = ((b["c1"] - 1) // self.cout_g + 1) * self.cin_g
-        live = (r1 > r0) & (q1 > q0) & (self.live_prefix[b["c1"]] > self.live_prefix[b["c0"]])
+        live, r0, r1, q0, q1 = self.rectangles(b)
+        if self.op.groups == 1:  # every box reads all source channels (0 <= c0 < c1 <= C_out)
+            ci0, ci1 = np.zeros(n, np.int64), np.full(n, self.cin_g, np.int64)
+        else:
+            ci0 = b["c0"] // self.cout_g * self.cin_g
+            ci1 = ((b["c1"] - 1) // self.cout_g + 1) * self.cin_g
         return live, ci0, ci1, r0, r1, q0, q1
+
+    def rectangles(self, b: dict[str, np.ndarray]):
+        """``reach`` without the source channels: (live, r0, r1, q0, q1); not for an empty edge."""
+        sh, sw, hi, wi, oy0, oy1, ox0, ox1 = self._offsets
+        # (y1 - 1)·sh − ph + kh1·dh + 1 = y1·sh + oy1, and so on: the same integers, fewer steps
+        r0 = np.minimum(np.maximum(b["y0"] * sh + oy0, 0), hi)
+        r1 = np.minimum(np.maximum(b["y1"] * sh + oy1, 0), hi)
+        q0 = np.minimum(np.maximum(b["x0"] * sw + ox0, 0), wi)
+        q1 = np.minimum(np.maximum(b["x1"] * sw + ox1, 0), wi)
+        live = (r1 > r0) & (q1 > q0) & (self.live_prefix[b["c1"]] > self.live_prefix[b["c0"]])
+        return live, r0, r1, q0, q1
 
     def kernels(self, b: dict[str, np.ndarray]) -> np.ndarray:
         """Stored kernel entries of each box: its channels' kernels, once each."""
@@ -355,7 +361,10 @@ def box_inputs(b: dict[str, np.ndarray], conv: list[ConvEdge], target: Loihi2) -
     per_source: dict[str, list] = {}
     for e in conv:
         kernels += e.kernels(b)
-        live, _, _, r0, r1, q0, q1 = e.reach(b)
+        if e.empty:
+            live, _, _, r0, r1, q0, q1 = e.reach(b)
+        else:
+            live, r0, r1, q0, q1 = e.rectangles(b)
         if e.source in per_source:  # one axon per source pixel: the bounding union of the rectangles
             l2, a0, a1, p0, p1 = per_source[e.source]
             r0, r1 = np.where(l2, np.where(live, np.minimum(r0, a0), a0), r0), \

@@ -298,13 +298,13 @@ def _fixed_layers(fixed_graph, snn_graph, stats, test_samples, steps) -> list[di
     layers = []
     for name in fixed_graph.find(LoihiNeuron):
         op = fixed_graph.op(name)
-        float_op = snn_graph.op(name)
+        float_op = snn_graph.op(name) if name in snn_graph else None  # None: a bias clock (passes.latency)
         s = stats[name]
         q = quant.get(name, {})
         neurons = int(np.prod(fixed_graph.shape(name)))
         layers.append({
             "name": name,
-            "op": "readout" if op.readout else f"IF ({op.reset.value} reset)",
+            "op": "readout" if op.readout else "bias clock" if float_op is None else f"IF ({op.reset.value} reset)",
             "shape": list(fixed_graph.shape(name)),
             "neurons": neurons,
             "synapses": _synapses(fixed_graph, name),

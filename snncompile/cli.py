@@ -157,6 +157,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="calibration measured in Loihi 2 fixed point: light = per-channel bias "
                    "correction; advanced = layer-wise weight calibration (Adam), potential "
                    "initialization and bias correction")
+    p.add_argument("--equalize-delays", action="store_true",
+                   help="relay layers make every path into a neuron equally deep, so the SNN is the "
+                   "delay-free one shifted by its depth (ResNet-20 at T=8: 58 -> 92 %%; costs neurons, "
+                   "+52 %% there, and is worse at T=16 there; see passes/equalize_delays.py)")
     p.add_argument("--calib-iterations", type=_limited(100_000), default=300,
                    help="Adam steps per layer for --calibrate advanced (default 300)")
     p.add_argument("--chips", type=_limited(1024), default=1,
@@ -266,7 +270,7 @@ def inspect(argv: list[str]) -> int:
                       percentile=args.percentile, threshold=args.threshold, calibrate=args.calibrate,
                       chips=args.chips, progress=False, arch=args.arch, trust_pickle=args.trust_pickle,
                       input_shape=args.input_shape, nir_dt=args.nir_dt, nir_reset=args.nir_reset,
-                      maxpool=args.maxpool)
+                      maxpool=args.maxpool, equalize_delays=args.equalize_delays)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -340,7 +344,7 @@ def _main(argv: list[str] | None = None) -> int:
         progress=not (args.no_progress or args.quiet), chips=args.chips,
         arch=args.arch, trust_pickle=args.trust_pickle, input_shape=args.input_shape, strict=args.strict,
         nir_dt=args.nir_dt, nir_reset=args.nir_reset, nir_flavor=args.nir_flavor, allow_silent=args.allow_silent,
-        maxpool=args.maxpool,
+        maxpool=args.maxpool, equalize_delays=args.equalize_delays,
     )
     try:
         # with --json, stdout carries the one JSON document: stray prints go to stderr

@@ -58,6 +58,7 @@ class Options:
     nir_flavor: str = "nir"  # model.nir for: nir (sinabs, norse, SpikingJelly) | snntorch | rockpool | snncompile
     allow_silent: bool = False  # a spiking model silent or saturated on the calibration data: warn, not fail
     maxpool: str = "error"  # MaxPool2d: error (refuse, naming --maxpool) | avg (AvgPool2d, same window)
+    equalize_delays: bool = False  # relay layers on shorter paths (passes.equalize_delays); not for netx
 
 
 @dataclass
@@ -118,8 +119,10 @@ def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
         return pipeline.run(graph, pipeline.spiking())
     reset = Reset.ZERO if options.target == "netx" else Reset.SUBTRACT
     v_init = 0.0 if options.target == "netx" else 0.5  # netx's neurons start at v = 0
+    # equal delays on every path when asked (passes.equalize_delays; not for netx, whose neurons
+    # start at 0 and whose biases integrate from step 0 anyway)
     passes = pipeline.convert(calib, options.percentile, reset=reset, mode=options.threshold, steps=options.steps,
-                              v_init=v_init)
+                              v_init=v_init, equalize=options.equalize_delays and options.target != "netx")
     return pipeline.run(graph, passes)
 
 
@@ -340,6 +343,8 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
                           "fixed-point ranges, bias/weight calibration) saw only the calibration data"},
     )
     report.data["fidelity_gate"] = fidelity_gate(report, options)
+    report.data["delays"] = snn.metadata.get("delays") or {
+        "equalized": False, "why": "not asked (--equalize-delays): paths of different depth keep their delays"}
     if graph is not original:  # --maxpool avg changed the ANN: its accuracy before and after
         report.data["maxpool"] = {
             **graph.metadata.get("maxpool", {}),

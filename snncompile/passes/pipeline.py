@@ -11,6 +11,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.ops import Reset
 from snncompile.ir.verify import Verifier
 from snncompile.passes.convert import ConvertReLU
+from snncompile.passes.equalize_delays import EqualizeDelays
 from snncompile.passes.fold_batchnorm import fold_batchnorm
 from snncompile.passes.linear_regions import LowerLinearRegions
 from snncompile.passes.residual import lower_residual
@@ -43,12 +44,14 @@ def run(graph: Graph, passes: Sequence[Pass], verifier: Verifier | None = None) 
 
 
 def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SUBTRACT, mode: str = "max",
-            steps: int = 32, v_init: float = 0.5, channel_wise: bool = True) -> tuple[Pass, ...]:
+            steps: int = 32, v_init: float = 0.5, channel_wise: bool = True,
+            equalize: bool = False) -> tuple[Pass, ...]:
     """Float ANN -> float SNN (threshold ``mode``: max | percentile | mse for ``steps`` steps;
-    initial potential ``v_init``·θ; per-channel balancing folded into the weights)."""
+    initial potential ``v_init``·θ; per-channel balancing folded into the weights; ``equalize``:
+    relay layers make every path into a neuron equally deep, passes.equalize_delays)."""
     return (fold_batchnorm, split_concat, LowerLinearRegions(),
             ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps, v_init=v_init,
-                        channel_wise=channel_wise))
+                        channel_wise=channel_wise)) + ((EqualizeDelays(),) if equalize else ())
 
 
 def spiking() -> tuple[Pass, ...]:

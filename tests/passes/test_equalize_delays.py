@@ -1,0 +1,81 @@
+"""passes.equalize_delays: relay layers make every path into a neuron equally deep.
+
+- after the pass every neuron's inputs arrive at one step (shortest = longest path) and L is
+  unchanged;
+- the float SNN run with Loihi's one-step delays is the delay-free SNN shifted by each layer's
+  depth, spike for spike (the point of the pass), on a residual net and on the CIFAR ResNet-20;
+- the relay budget: beyond ``max_extra`` nothing is inserted and the metadata says why;
+- the relays quantize to exact integer relays, bit-exact on Lava.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from snncompile import compiler
+from snncompile.ir.timing import arrivals, latency_steps
+from snncompile.passes import pipeline
+from snncompile.passes.equalize_delays import EqualizeDelays
+from snncompile.sim import fixed
+from snncompile.sim import snn as float_snn
+from tests.builders import make_resnet
+
+
+def converted(x, equalize):
+    return pipeline.run(make_resnet(), pipeline.convert(x, steps=16, equalize=equalize))
+
+
+def test_every_path_into_a_neuron_is_equally_deep(digits_image):
+    x = digits_image.train.x[:32]
+    plain, snn = converted(x, False), converted(x, True)
+    before, after = arrivals(plain), arrivals(snn)
+    assert any(lo != hi for n, (lo, hi) in before.items() if plain.op(n).neuron)  # the shortcut
+    assert all(lo == hi for n, (lo, hi) in after.items() if snn.op(n).neuron)
+    assert latency_steps(snn) == latency_steps(plain)
+    info = snn.metadata["delays"]
+    assert info["equalized"] and info["relay_neurons"] > 0 and info["inserted_on"] == 1
+
+
+def test_delayed_run_is_the_delay_free_run_shifted_by_depth(digits_image):
+    x = digits_image.train.x[:32]
+    snn = converted(x, True)
+    T, L = 12, latency_steps(snn)
+    free = float_snn.simulate(snn, digits_image.test.x[:16], T, delay=0, record=True)
+    late = float_snn.simulate(snn, digits_image.test.x[:16], T + L, delay=1, record=True)
+    times = arrivals(snn)
+    for name, spikes in free.spikes.items():
+        d = times[name][0]
+        assert np.array_equal(late.spikes[name][:, d:d + T], spikes), name
+        assert not np.any(late.spikes[name][:, :d])
+
+
+def test_relays_beyond_the_budget_are_not_inserted(digits_image):
+    plain = converted(digits_image.train.x[:32], False)
+    out = EqualizeDelays(max_extra=0.01)(plain)
+    info = out.metadata["delays"]
+    assert not info["equalized"] and "paths of different depth keep their delays" in info["why"]
+    assert len(out) == len(plain)
+
+
+@pytest.mark.lava
+def test_relays_are_bit_exact_on_lava(digits_image):
+    from snncompile.backends.lava import run_lava
+    from snncompile.sim.trace import compare
+
+    x = digits_image.train.x[:32]
+    options = compiler.Options(steps=8, progress=False, equalize_delays=True)
+    snn = compiler.to_snn(make_resnet(), x, options)
+    fixed_g, _ = compiler.fixed_point(snn, x, options)
+    relays = [n for n in fixed_g.find(type(fixed_g.op(next(iter(fixed_g.metadata["latency"]["depths"])))))
+              if "_relay_" in n]
+    assert relays
+    steps = 8 + latency_steps(fixed_g)
+    check = digits_image.test.x[:1]
+    run = fixed.simulate(fixed_g, check, steps, record=True)
+    for r in relays:  # an integer relay: its source's spikes one step later
+        (syn,) = fixed_g.inputs(r)
+        (src,) = fixed_g.inputs(syn)
+        assert np.array_equal(run.trace.spikes[r][:, 1:], run.trace.spikes[src][:, :-1])
+    result = compare(run.trace, run_lava(fixed_g, check, steps))
+    assert result.mismatches == 0

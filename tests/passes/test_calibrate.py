@@ -171,9 +171,33 @@ def test_residual_block_with_membrane_add_calibrates(digits_image):
     # keeps a tuned weight only when the measured objective went down
     assert objective(tuned, "relu3", measure(tuned, calib, STEPS, upto="relu3"), targets["relu3"], STEPS) < \
         1.1 * objective(plain, "relu3", run, targets["relu3"], STEPS)
-    adv = pipeline.run(plain, (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=100),))
+    # the per-layer mechanism (the whole-graph choice against light and none is tested below)
+    adv = pipeline.run(plain, (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=100,
+                                                   versus_light=False),))
     assert set(adv.metadata["advanced_calibration"]["layers"]) == set(calibratable(plain, ann))
     # from the defaults (θ/2, per-channel balancing) relu3's mean error is already ~3e-3: the
     # measured objective, not the mean, is what calibration lowers
     assert objective(adv, "relu3", measure(adv, calib, STEPS, upto="relu3"), targets["relu3"], STEPS) < \
         objective(plain, "relu3", run, targets["relu3"], STEPS)
+
+
+def test_calibration_keeps_the_uncalibrated_graph_where_it_is_closer_to_the_ann(digits_image):
+    """light and advanced compare their result with the uncalibrated graph on the calibration data
+    and keep the closest (class agreement, then output error): calibration never moves the output
+    away from the ANN's there."""
+    from snncompile.passes.calibrate import AGREEMENT_MARGIN, BiasCorrection
+
+    ann = make_resnet(seed=3)
+    calib = digits_image.train.x[:128]
+    plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS))
+    for result, key in ((BiasCorrection(ann=ann, data=calib, steps=STEPS)(plain), "bias_correction_whole"),
+                        (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=20)(plain), None)):
+        whole = result.metadata[key] if key else result.metadata["advanced_calibration"]["whole"]
+        agree, mse = whole["agreement"], whole["output_mse"]
+        assert "none" in agree
+        best = max(agree.values())
+        near = [k for k in agree if best - agree[k] <= AGREEMENT_MARGIN]
+        assert whole["kept"] in near and mse[whole["kept"]] == min(mse[k] for k in near)
+        if whole["kept"] == "none":
+            assert all(np.array_equal(result.op(n).bias_mant, plain.op(n).bias_mant)
+                       for n in plain.find(type(plain.op("relu3"))))

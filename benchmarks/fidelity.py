@@ -182,6 +182,8 @@ def main() -> None:
     p.add_argument("--calib-samples", type=int, default=256)
     p.add_argument("--test-samples", type=int, default=None, help="the first N test samples (default: all)")
     p.add_argument("--no-peer", action="store_true", help="skip SpikingJelly")
+    p.add_argument("--equalize-delays", action="store_true",
+                   help="convert with relay layers on the shorter paths (passes.equalize_delays)")
     p.add_argument("--gap", action="store_true", help="also print the fixed-vs-float breakdown (mode none)")
     p.add_argument("--out", default=None, help="also write the tables (with a header) to this file")
     args = p.parse_args()
@@ -217,7 +219,8 @@ def main() -> None:
         ann_acc = accuracy(forward(graph, x).numpy(), y)
         peer = {} if args.no_peer else spikingjelly_best(key, calib, x, y, args.steps)
         for steps in args.steps:
-            snn = pipeline.run(graph, pipeline.convert(calib, mode=args.threshold, steps=steps))
+            snn = pipeline.run(graph, pipeline.convert(calib, mode=args.threshold, steps=steps,
+                                                       equalize=args.equalize_delays))
             run_steps = total_steps(snn, steps)
             float_acc = accuracy(next(iter(float_snn.simulate(snn, x, run_steps, delay=1).scores().values())), y)
             for mode in args.modes:

@@ -153,10 +153,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maxpool", choices=["error", "avg"], default="error",
                    help="MaxPool2d has no spiking form: error (default) refuses it; avg replaces it with "
                         "AvgPool2d of the same window (report.json: ANN accuracy before and after)")
-    p.add_argument("--calibrate", choices=["none", "light", "advanced"], default="none",
+    p.add_argument("--calibrate", choices=["auto", "none", "light", "advanced"], default="auto",
                    help="calibration measured in Loihi 2 fixed point: light = per-channel bias "
                    "correction; advanced = layer-wise weight calibration (Adam), potential "
-                   "initialization and bias correction")
+                   "initialization and bias correction; each keeps the uncalibrated graph where "
+                   "that is closer to the ANN. auto (default): advanced up to 50,000 neurons, "
+                   "none beyond")
     p.add_argument("--equalize-delays", action="store_true",
                    help="relay layers make every path into a neuron equally deep, so the SNN is the "
                    "delay-free one shifted by its depth (ResNet-20 at T=8: 58 -> 92 %%; costs neurons, "

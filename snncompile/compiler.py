@@ -40,7 +40,7 @@ class Options:
     calib_samples: int = 256
     percentile: float = 100.0
     threshold: str = "max"  # threshold balancing: max | percentile | mse (passes.convert)
-    calibrate: str = "none"  # none | light | advanced, in fixed point (passes.calibrate)
+    calibrate: str = "auto"  # auto | none | light | advanced, in fixed point (passes.calibrate; auto: resolve_calibration)
     calib_iterations: int = 300  # Adam steps per layer of advanced's weight calibration
     min_accuracy_ratio: float | None = None  # fidelity gate: SNN / reference accuracy at least this
     max_accuracy_drop: float | None = None  # fidelity gate: reference − SNN accuracy, in points, at most
@@ -137,6 +137,7 @@ def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | No
     if options.calibrate not in CALIBRATIONS:
         raise SnnCompileError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, not '{options.calibrate}'")
     bias_exp = 6 if options.target == "netx" else None
+    mode, why = resolve_calibration(options.calibrate, snn, ann)
     with phase("quantize"):
         # then each neuron starts depth·bias lower so its bias waits for its input (passes.latency;
         # netx files hold no initial potential)
@@ -145,21 +146,24 @@ def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | No
                                          CompensateDelay(enabled=options.target != "netx", float_graph=snn)))
     t0 = time.perf_counter()
     calibration = None
-    if options.calibrate == "light" and ann is not None:
+    if mode == "light" and ann is not None:
         calibration = BiasCorrection(ann=ann, data=calib, steps=options.steps, bias_exp=bias_exp,
                                      progress=options.progress)
-    elif options.calibrate == "advanced" and ann is not None:
+    elif mode == "advanced" and ann is not None:
         # netx cannot hold an initial membrane potential: no potential initialization there
         calibration = AdvancedCalibration(ann=ann, data=calib, steps=options.steps, bias_exp=bias_exp,
                                           potential_init=options.target != "netx",
                                           iterations=options.calib_iterations, progress=options.progress)
     if calibration is not None:
+        # a graph that cannot fit fails before minutes of calibration (the placement is redone
+        # below on the calibrated weights)
+        Partition(target=LOIHI2, chips=options.chips)(fixed_graph)
         with phase("calibrate"):
             fixed_graph = pipeline.run(fixed_graph, (calibration,))
     builder = fixed_graph.edit()
     builder.metadata = {**builder.metadata, "calibration": {
-        "mode": options.calibrate if calibration is not None else "none",
-        "requested": options.calibrate, "samples": len(calib),
+        "mode": mode if calibration is not None else "none",
+        "requested": options.calibrate, "samples": len(calib), **({"why": why} if why else {}),
         "seconds": round(time.perf_counter() - t0, 3) if calibration is not None else 0.0,
         "in_fixed_point": True,
     }}
@@ -192,7 +196,23 @@ def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, pro
     return rows
 
 
-CALIBRATIONS = ("none", "light", "advanced")
+CALIBRATIONS = ("auto", "none", "light", "advanced")
+# --calibrate auto: advanced up to this many neurons (the digits models, 2-7 s of calibration on
+# 2 cores, the best or within one test sample of it at every T: benchmarks/results/fidelity.md),
+# none beyond (advanced took 12 min on ResNet-20's 188k neurons and did not beat no calibration)
+AUTO_ADVANCED_NEURONS = 50_000
+
+
+def resolve_calibration(requested: str, snn: Graph, ann: Graph | None) -> tuple[str, str | None]:
+    """(the calibration to run, why) for ``--calibrate requested``; only ``auto`` chooses."""
+    if requested != "auto":
+        return requested, None
+    if ann is None or any(op.neuron for _, op in ann.nodes()):
+        return "none", "auto: a spiking model is compiled as trained (calibration needs an ANN)"
+    neurons = sum(int(np.prod(snn.shape(n))) for n, op in snn.nodes() if op.neuron)
+    if neurons <= AUTO_ADVANCED_NEURONS:
+        return "advanced", f"auto: {neurons:,} neurons <= {AUTO_ADVANCED_NEURONS:,}: advanced"
+    return "none", f"auto: {neurons:,} neurons > {AUTO_ADVANCED_NEURONS:,}: none (advanced costs minutes there)"
 
 
 def load_data(graph: Graph, options: Options) -> datasets.Dataset:

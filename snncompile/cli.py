@@ -157,7 +157,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="calibration measured in Loihi 2 fixed point: light = per-channel bias "
                    "correction; advanced = layer-wise weight calibration (Adam), potential "
                    "initialization and bias correction; each keeps the uncalibrated graph where "
-                   "that is closer to the ANN. auto (default): advanced up to 50,000 neurons, "
+                   "that is closer to the ANN. auto (default): advanced up to 50,000 neurons, 1 M weights and 12 layers, "
                    "none beyond")
     p.add_argument("--equalize-delays", action="store_true",
                    help="relay layers make every path into a neuron equally deep, so the SNN is the "

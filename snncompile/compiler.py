@@ -201,6 +201,11 @@ CALIBRATIONS = ("auto", "none", "light", "advanced")
 # 2 cores, the best or within one test sample of it at every T: benchmarks/results/fidelity.md),
 # none beyond (advanced took 12 min on ResNet-20's 188k neurons and did not beat no calibration)
 AUTO_ADVANCED_NEURONS = 50_000
+# ... and up to this many spiking layers (each costs 300 Adam steps and several fixed-point runs:
+# the digits models have 3 to 7; a 32×32 MobileNet-V2 with 52 took minutes)
+AUTO_ADVANCED_LAYERS = 12
+# ... and up to this many weights (Adam on a 64×64 AlexNet's 57 M took minutes in CI)
+AUTO_ADVANCED_WEIGHTS = 1_000_000
 
 
 def resolve_calibration(requested: str, snn: Graph, ann: Graph | None) -> tuple[str, str | None]:
@@ -209,10 +214,14 @@ def resolve_calibration(requested: str, snn: Graph, ann: Graph | None) -> tuple[
         return requested, None
     if ann is None or any(op.neuron for _, op in ann.nodes()):
         return "none", "auto: a spiking model is compiled as trained (calibration needs an ANN)"
-    neurons = sum(int(np.prod(snn.shape(n))) for n, op in snn.nodes() if op.neuron)
-    if neurons <= AUTO_ADVANCED_NEURONS:
-        return "advanced", f"auto: {neurons:,} neurons <= {AUTO_ADVANCED_NEURONS:,}: advanced"
-    return "none", f"auto: {neurons:,} neurons > {AUTO_ADVANCED_NEURONS:,}: none (advanced costs minutes there)"
+    layers = [n for n, op in snn.nodes() if op.neuron]
+    neurons = sum(int(np.prod(snn.shape(n))) for n in layers)
+    weights = sum(int(np.size(op.weight)) for _, op in snn.nodes() if getattr(op, "weight", None) is not None)
+    size = f"{neurons:,} neurons, {weights:,} weights in {len(layers)} layers"
+    limits = f"{AUTO_ADVANCED_NEURONS:,} neurons, {AUTO_ADVANCED_WEIGHTS:,} weights, {AUTO_ADVANCED_LAYERS} layers"
+    if neurons <= AUTO_ADVANCED_NEURONS and weights <= AUTO_ADVANCED_WEIGHTS and len(layers) <= AUTO_ADVANCED_LAYERS:
+        return "advanced", f"auto: {size} (at most {limits}): advanced"
+    return "none", f"auto: {size} (beyond {limits}): none (advanced would cost minutes)"
 
 
 def load_data(graph: Graph, options: Options) -> datasets.Dataset:

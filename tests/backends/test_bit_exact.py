@@ -92,7 +92,7 @@ def test_calibrated_graphs_stay_bit_exact(digits_image, builder, calibrate):
     calib = digits_image.train.x[:128]
     plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS))
     cal = (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=60) if calibrate == "advanced"
-           else BiasCorrection(ann=ann, data=calib, steps=STEPS))
+           else BiasCorrection(ann=ann, data=calib, steps=STEPS, versus_none=False))
     fixed = pipeline.run(plain, (cal,))
     neurons = [n for n in fixed.find(LoihiNeuron) if not fixed.op(n).readout]
     if calibrate == "advanced":
@@ -113,7 +113,7 @@ def test_calibration_under_the_latency_contract_stays_bit_exact(digits_image, ca
     calib = digits_image.train.x[:128]
     plain = pipeline.run(ann, pipeline.loihi2(calib, STEPS) + (CompensateDelay(),))
     cal = (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=60) if calibrate == "advanced"
-           else BiasCorrection(ann=ann, data=calib, steps=STEPS))
+           else BiasCorrection(ann=ann, data=calib, steps=STEPS, versus_none=False))
     fixed = pipeline.run(plain, (cal,))
     assert any(fixed.op(n) != plain.op(n) for n in fixed.find(LoihiNeuron) if not fixed.op(n).readout)
     assert_bit_exact(fixed, digits_image.test.x[:2], STEPS + latency_steps(fixed))

@@ -76,34 +76,24 @@ class EqualizeDelays:
         return builder.build()
 
     def _plan(self, graph: Graph) -> dict[tuple[str, str], int] | None:
-        """{(spike source, the op reading it): relay steps}, found in topological order with the
-        depths the relays before it already give."""
-        depth: dict[str, int] = {}  # arrival step of each node's value once the plan is applied
+        """{(spike source, the op reading it): relay steps}. Relays lengthen the shorter paths up
+        to the longest, so once they are in, every node's value arrives at its longest-path step
+        (``ir.timing.arrivals``' second figure): an input arriving ``top − hi`` steps early gets
+        that many relays."""
+        times = arrivals(graph)
         plan: dict[tuple[str, str], int] = {}
-        spiking = {n for n, op in graph.nodes() if op.neuron}
-        dynamic: set[str] = set()
-        for name in graph.order():
-            op = graph.op(name)
-            ins = graph.inputs(name)
-            if not ins or not any(i in dynamic for i in ins) and name not in spiking:
-                depth[name] = 0
+        for name, op in graph.nodes():
+            if not isinstance(op, NEURONS + (Add, Concat)):
                 continue
-            if any(i in dynamic for i in ins) or name in spiking:
-                dynamic.add(name)
-            if isinstance(op, (Conv2d, Dense)) and any(i in dynamic for i in ins):
-                depth[name] = depth[ins[0]] + 1
-                continue
-            arrive = {i: depth[i] for i in ins}
-            top = max(arrive.values())
-            if len(set(arrive.values())) > 1 and (isinstance(op, NEURONS) or isinstance(op, (Add, Concat))):
-                for i, a in arrive.items():
-                    if a == top:
-                        continue
-                    where = self._spike_edge(graph, i, name)
-                    if where is None:
-                        return None
-                    plan[where] = plan.get(where, 0) + top - a
-            depth[name] = top
+            late = {i: times[i][1] for i in graph.inputs(name)}
+            top = max(late.values(), default=0)
+            for i, hi in late.items():
+                if hi == top:
+                    continue
+                where = self._spike_edge(graph, i, name)
+                if where is None:
+                    return None
+                plan[where] = plan.get(where, 0) + top - hi
         return plan
 
     @staticmethod

@@ -26,9 +26,9 @@ weights; several synapses where one weight is too small, with an exponent for De
 keeps the remainder (|r| ≤ 64) and v_init' = v_init − d·r − (later synapses' terms). Measured on
 ResNet-20 at T=8 and 16 (120 test samples): fixed point 40.0 → 58.3 % and 89.2 → 95.0 % against a
 float SNN of 59.2 and 98.3 %; 2,112 clock neurons, no extra core. Neurons where it still cannot be
-exact keep the nearest safe v_init' and are counted (``latency.inexact``). The float simulator delays a synapse's
-bias with its output, so it needs no compensation; netx files cannot hold an initial potential, so
-there the biases integrate early and the report says so.
+exact keep the nearest safe v_init' and are counted (``latency.inexact``). The float simulator
+delays a synapse's bias with its output, so it needs no compensation; netx files cannot hold an
+initial potential, so there the biases integrate early and the report says so.
 
 ``graph.metadata["latency"]``: ``steps`` (L), ``first_arrival`` (the readout's shortest path),
 per-neuron-layer depths, and the compensation's counts (``compensated``, ``inexact``, ``gated``
@@ -48,7 +48,6 @@ from snncompile.ir.timing import arrivals, depths, latency_steps  # noqa: F401 (
 from snncompile.passes.quantize import Quantize
 from snncompile.sim.fixed import DECAY_UNITY
 from snncompile.targets.loihi2 import LOIHI2
-
 
 
 def _forward(v: np.ndarray, bias: np.ndarray, keep: int, steps: int) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 
 from snncompile import data as datasets
 from snncompile.runtime import progress
+from snncompile.runtime.memory import small_pages
 from snncompile.errors import SnnCompileError
 from snncompile.ir.ops import Reset
 from snncompile.ir.graph import Graph
@@ -86,6 +87,7 @@ class Inspection:
 TARGETS = ("loihi2", "netx", "nir")
 
 
+@small_pages()
 def load_model(path: str | Path, options: Options | None = None) -> Graph:
     """A float IR graph from a model file, its format told by its content, not its name
     (``snncompile.frontends.detect``): torch.export, TorchScript, a state_dict with
@@ -113,6 +115,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     return float(np.mean(np.argmax(np.asarray(logits).reshape(len(logits), -1), axis=1) == labels))
 
 
+@small_pages()
 def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
     """The float SNN: an ANN is converted (netx needs reset to zero); an SNN keeps its neurons."""
     if any(op.neuron for _, op in graph.nodes()):
@@ -126,6 +129,7 @@ def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
     return pipeline.run(graph, passes)
 
 
+@small_pages()
 def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | None = None,
                 timings: dict | None = None) -> tuple[Graph, Placement]:
     """Quantize the float SNN for Loihi 2 (and calibrate it against ``ann`` when asked), then

@@ -141,9 +141,13 @@ class Op:
 
 
 def _finite(name: str, arr: np.ndarray | None) -> list[str]:
-    if arr is not None and not np.all(np.isfinite(arr)):
-        return [f"{name} has non-finite values"]
-    return []
+    if arr is None or np.asarray(arr).dtype.kind in "biu":
+        return []
+    # a finite sum means every value is finite (a NaN or an infinity would make it non-finite);
+    # only a non-finite sum, possibly an overflow of finite values, needs the element-wise test
+    if np.isfinite(np.sum(arr)) or np.all(np.isfinite(arr)):
+        return []
+    return [f"{name} has non-finite values"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -42,7 +42,7 @@ import torch
 from snncompile.api import accuracy, load_model
 from snncompile.backends import reference
 from snncompile.data import load
-from snncompile.ir.ops import IF, Conv2d, Dense
+from snncompile.ir.ops import IF, Conv2d, Dense, effective_weight
 from snncompile.passes import pipeline
 from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection, channel_gain, channel_mean
 from snncompile.passes.quantize import Quantize
@@ -154,7 +154,7 @@ def dequantized(snn, fixed, parts):
         synapses = [s for s in fixed.inputs(layer) if not isinstance(fixed.op(s), BiasEncoder)]
         if "weights" in parts:
             for s in synapses:
-                b.replace(s, dataclasses.replace(b.op(s), weight=fixed.op(s).weight / unit))
+                b.replace(s, dataclasses.replace(b.op(s), weight=effective_weight(fixed.op(s)) / unit))
         new = {}
         if "thresholds" in parts and not op.readout:
             new["threshold"] = np.full(op.vth.shape, float(op.vth.max()) / unit)

@@ -146,7 +146,7 @@ def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | No
         # then each neuron starts depth·bias lower so its bias waits for its input (passes.latency;
         # netx files hold no initial potential)
         fixed_graph = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=options.steps, target=LOIHI2,
-                                                           bias_exp=bias_exp),
+                                                           bias_exp=bias_exp, exponents=bias_exp is None),
                                          CompensateDelay(enabled=options.target != "netx", float_graph=snn)))
     t0 = time.perf_counter()
     calibration = None

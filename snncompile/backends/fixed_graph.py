@@ -31,6 +31,9 @@ def spike_source(graph: Graph, synapse: str) -> str | None:
 
 
 def max_input(op) -> int:
-    """The largest |sum| one output neuron of a synaptic op can receive in a step (0/1 spikes)."""
+    """The largest |sum| one output neuron of a synaptic op can receive in a step (0/1 spikes),
+    its weight exponent applied (a right shift's floor rounded away from zero)."""
     w = np.abs(np.asarray(op.weight, dtype=np.int64))
-    return int(w.reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0
+    peak = int(w.reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0
+    exp = int(getattr(op, "weight_exp", 0))
+    return peak << exp if exp >= 0 else -((-peak) >> -exp)

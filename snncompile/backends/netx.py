@@ -302,6 +302,9 @@ def _check_synapse(graph: Graph, name: str, op) -> None:
         return
     if len(graph.shape(src)) != 3 or _through_flatten(graph, name):
         raise _Refused("a conv layer must read a (C, H, W) layer directly")
+    if op.weight_exp:
+        raise _Refused(f"weight_exp {op.weight_exp}: this writer stores a conv's 8-bit weights without an "
+                       "exponent (compile with --target netx, whose quantization uses none)")
     ints = [*op.weight.shape[2:], *op.stride, *op.padding, *op.dilation, op.groups]
     if max(ints) > CONV_PARAM_MAX:
         raise _Refused(f"Lava's Conv holds kernel, stride, padding, dilation, groups in int8 (<= {CONV_PARAM_MAX})")

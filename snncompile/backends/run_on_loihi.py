@@ -330,7 +330,8 @@ def _synapse(net, name, populations, synapses):
         port = populations[src].s_out
         (port.flatten() if len(net.shape(src)) != 1 else port).connect(proc.s_in)
     else:
-        weight, groups = lava_groups(weight, int(net.param(name, "groups")))
+        shift = int(net.param(name, "weight_exp"))  # Lava's Conv has no exponent (FixedConv2d)
+        weight, groups = lava_groups(weight << shift, int(net.param(name, "groups")))
         proc = Conv(weight=conv_kernel_to_lava(weight), input_shape=lava_shape(net.shape(src)),
                     padding=_xy(net.param(name, "padding")), stride=_xy(net.param(name, "stride")),
                     dilation=_xy(net.param(name, "dilation")), groups=groups,

@@ -556,6 +556,17 @@ def _int_array(value) -> np.ndarray:
     return frozen_array(arr, dtype=np.int64)
 
 
+# Loihi's synaptic weight exponent: a signed 4-bit field, −8 .. 7 (Lava's Dense and Conv
+# ``weight_exp``; the Loihi 1 paper's weight exponent, Davies et al. 2018)
+MAX_WEIGHT_EXP = 7
+
+
+def effective_weight(op) -> np.ndarray:
+    """A FixedDense's or FixedConv2d's weights times 2**weight_exp, in float64 (what one spike
+    adds, before a right shift's floor of the sum)."""
+    return np.asarray(op.weight, dtype=np.float64) * 2.0 ** int(op.weight_exp)
+
+
 @dataclass(frozen=True, eq=False)
 class FixedDense(Op):
     """a = (W · s) << weight_exp (>> when negative); integer W of shape (out, in), spikes s ∈ {0, 1}.
@@ -572,6 +583,7 @@ class FixedDense(Op):
 
     def __post_init__(self):
         object.__setattr__(self, "weight", _int_array(self.weight))
+        object.__setattr__(self, "weight_exp", int(self.weight_exp))
 
     def infer_shape(self, inputs):
         return Dense.infer_shape(self, inputs)
@@ -579,15 +591,20 @@ class FixedDense(Op):
     def check(self):
         if not self.weight_format.contains(self.weight):
             return [f"weights outside {self.weight_format}"]
+        if not -MAX_WEIGHT_EXP - 1 <= self.weight_exp <= MAX_WEIGHT_EXP:
+            return [f"weight_exp {self.weight_exp} outside {-MAX_WEIGHT_EXP - 1}..{MAX_WEIGHT_EXP}"]
         return []
 
 
 @dataclass(frozen=True, eq=False)
 class FixedConv2d(Op):
-    """a = wrap(W ⋆ s) with torch's cross-correlation layout (out, in/groups, kH, kW), integer W.
+    """a = wrap((W << weight_exp) ⋆ s) with torch's cross-correlation layout (out, in/groups, kH,
+    kW), integer W (the 8-bit mantissas) and a non-negative shared exponent.
 
     ``output_format`` is the wrap-around width of the result (Lava's conv: signed 24 bits).
-    One step of delay, like FixedDense.
+    One step of delay, like FixedDense. Lava's Conv model has no exponent (its ``weight_exp`` Var
+    is unused), so the Lava backend hands it the effective weights W << weight_exp; a left shift
+    is exact, so that equals shifting the sum.
     """
 
     kind = OpKind.FIXED_CONV2D
@@ -600,9 +617,11 @@ class FixedConv2d(Op):
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    weight_exp: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "weight", _int_array(self.weight))
+        object.__setattr__(self, "weight_exp", int(self.weight_exp))
         for name in ("stride", "padding", "dilation"):
             object.__setattr__(self, name, _pair(getattr(self, name)))
 
@@ -616,6 +635,9 @@ class FixedConv2d(Op):
     def check(self):
         if not self.weight_format.contains(self.weight):
             return [f"weights outside {self.weight_format}"]
+        if not 0 <= self.weight_exp <= MAX_WEIGHT_EXP:
+            return [f"weight_exp {self.weight_exp} outside 0..{MAX_WEIGHT_EXP} (a convolution's exponent "
+                    "is a left shift)"]
         return []
 
 

@@ -331,7 +331,7 @@ class WeightCalibration:
                     cur = _apply(s.op, xi, w, b)
                     charge = charge + R * cur.reshape((len(idx),) + shape)
                 else:
-                    cur = _apply(s.op, xi, _round_to(w, s.op.weight_format), None) / k
+                    cur = _apply(s.op, xi, _round_to(w, s.op.weight_format), None) * (2.0 ** s.op.weight_exp / k)
                     charge = charge + cur.reshape((len(idx),) + shape)
             count = torch.clamp(_floor_ste(charge / th), 0, W)
             return count * th / W * gain

@@ -34,6 +34,7 @@ refused (the float current filters the bias, Loihi adds it to v unfiltered).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.ops import (
     IF,
     LIF,
+    MAX_WEIGHT_EXP,
     BiasEncoder,
     Conv2d,
     Dense,
@@ -95,6 +97,7 @@ class Quantize:
     target: Loihi2 = LOIHI2
     headroom: float = 2.0
     bias_exp: int | None = None  # fixed exponent for static biases (netx: 6), else per neuron
+    exponents: bool = True  # per-synapse weight exponents (netx's writer stores none)
     name: str = "quantize"
 
     def __call__(self, graph: Graph) -> Graph:
@@ -139,8 +142,20 @@ class Quantize:
                     limits.append(t.v_max / (64 * self.headroom * peak * self.steps))
             else:
                 # max |w| without a new array of |w|: max(max w, −min w), the same number
-                wmax = max(max(float(w.max()), -float(w.min())) for w in (graph.op(s).weight for s in spiking)) or 1.0
-                limits.append(t.weight.max / wmax)
+                peaks = {s: max(float(w.max()), -float(w.min())) for s, w in ((s, graph.op(s).weight) for s in spiking)}
+                wmax = max(peaks.values()) or 1.0
+                smallest = min((p for p in peaks.values() if p > 0), default=1.0)
+                if self.exponents and smallest < wmax:
+                    # several synapse ops (membrane-add, concat): each has its own exponent, so the
+                    # one with the smallest weights sets the scale and spans the 8-bit mantissas;
+                    # the others shift theirs left (a ResNet's identity shortcut left the block's
+                    # second conv 4-7 bits otherwise); v must still hold θ plus a step's largest input
+                    limits.append(t.weight.max / smallest)
+                    limits.append(t.weight.max * 2.0**MAX_WEIGHT_EXP / wmax)
+                    if theta is not None:
+                        limits.append(t.v_max / 64 / (theta + sum(_row_l1(graph.op(s)) for s in spiking)))
+                else:
+                    limits.append(t.weight.max / wmax)
                 bias = self._channel_bias(graph, spiking, graph.shape(name))
                 bmax = float(np.abs(bias).max()) if np.size(bias) else 0.0
                 if bmax > 0:
@@ -161,9 +176,12 @@ class Quantize:
                 builder.set_inputs(name, [enc])
             else:
                 for s in spiking:
-                    w, sat = t.weight.quantize(graph.op(s).weight * scale, scratch=True)
+                    exp = self._weight_exp(graph.op(s), peaks[s] * scale, readout)
+                    w, sat = t.weight.quantize(graph.op(s).weight * (scale * 2.0**-exp), scratch=True)
                     info["weight_saturated"] += sat
-                    builder.replace(s, self._fixed_synapse(graph.op(s), owned(w)))
+                    builder.replace(s, self._fixed_synapse(graph.op(s), owned(w), exp))
+                    if exp:
+                        info.setdefault("weight_exp", {})[s] = exp
                 # encoded once per channel (a conv's bias is one value per channel), then spread
                 bias = self._channel_bias(graph, spiking, shape)
                 mant, exp, sat = t.bias.encode(bias * scale * 64, exp=self.bias_exp)
@@ -221,10 +239,24 @@ class Quantize:
         b = op.bias.reshape((-1,) + (1,) * (len(shape) - 1))
         return np.broadcast_to(b, shape)
 
-    def _fixed_synapse(self, op: Dense | Conv2d, weight: np.ndarray):
+    def _weight_exp(self, op: Dense | Conv2d, peak: float, readout: bool) -> int:
+        """The synapse's weight exponent for the largest scaled |weight| ``peak``: the smallest
+        left shift that brings it within the 8-bit mantissas; for a Dense into the readout, whose
+        scale v's range over T steps holds down (ResNet-20: |w| <= 10), a right shift of up to
+        8 bits that spends the mantissas (the sum is floored once per step, as on the chip)."""
+        if not self.exponents or peak <= 0:
+            return 0
+        top = float(self.target.weight.max)
+        if peak > top * (1 + 1e-12):
+            return min(MAX_WEIGHT_EXP, math.ceil(math.log2(peak / top) - 1e-12))
+        if readout and isinstance(op, Dense):
+            return -min(MAX_WEIGHT_EXP + 1, max(0, math.floor(math.log2(top / peak) + 1e-12)))
+        return 0
+
+    def _fixed_synapse(self, op: Dense | Conv2d, weight: np.ndarray, exp: int = 0):
         if isinstance(op, Dense):
-            return FixedDense(weight=weight, weight_format=self.target.weight)
+            return FixedDense(weight=weight, weight_format=self.target.weight, weight_exp=exp)
         return FixedConv2d(
             weight=weight, weight_format=self.target.weight, output_format=self.target.conv_out,
-            stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups,
+            stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups, weight_exp=exp,
         )

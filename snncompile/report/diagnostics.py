@@ -90,9 +90,7 @@ def weight_error(snn_graph: Graph, fixed_graph: Graph) -> dict[str, float]:
             if not isinstance(op, (FixedDense, FixedConv2d)) or src not in snn_graph or not scale:
                 continue
             w = np.asarray(snn_graph.op(src).weight, dtype=np.float64)
-            q = np.asarray(op.weight, dtype=np.float64)
-            if isinstance(op, FixedDense):
-                q = q * 2.0 ** int(op.weight_exp)
+            q = np.asarray(op.weight, dtype=np.float64) * 2.0 ** int(op.weight_exp)
             if q.shape != w.shape:
                 continue
             num += float(np.sum((q / scale - w) ** 2))

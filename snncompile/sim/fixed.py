@@ -167,7 +167,7 @@ def sum_bound(op: FixedDense | FixedConv2d) -> int:
     their largest |value|.
     """
     peak = _abs_row_sum(op.weight)
-    if isinstance(op, FixedDense) and int(op.weight_exp) > 0:
+    if int(op.weight_exp) > 0:
         return peak << int(op.weight_exp)
     return peak
 
@@ -233,9 +233,13 @@ class _Synapse:
             self.half = None
             self.wraps = False
         elif isinstance(op, FixedConv2d):
-            self.weight = torch.tensor(op.weight, dtype=self.dtype, device=dev)
+            # a non-negative exponent, folded into the weights (Lava's conv gets them so)
+            exp = int(op.weight_exp)
+            self.weight = torch.tensor(np.asarray(op.weight, dtype=np.float64) * 2.0 ** exp, dtype=self.dtype,
+                                       device=dev)
             self.half = 2 ** (op.output_format.bits - 1)
-            self.right_shift = 0  # Lava's conv ignores weight_exp (DESIGN §2)
+            self.right_shift = 0
+            peak <<= exp
             self.wraps = peak >= self.half
             self.bound = self.half if self.wraps else peak
         else:

@@ -53,9 +53,9 @@ def dense(weight, exp=0):
     return FixedDense(weight=weight, weight_format=LOIHI2.weight, weight_exp=exp)
 
 
-def conv(weight, stride=1, padding=0, dilation=1, groups=1):
+def conv(weight, stride=1, padding=0, dilation=1, groups=1, exp=0):
     return FixedConv2d(weight=weight, weight_format=LOIHI2.weight, output_format=LOIHI2.conv_out,
-                       stride=stride, padding=padding, dilation=dilation, groups=groups)
+                       stride=stride, padding=padding, dilation=dilation, groups=groups, weight_exp=exp)
 
 
 def encoder():
@@ -117,7 +117,8 @@ def oracle(graph, x, steps):
                     acc = op.weight @ s.reshape(-1)
                     buf[k] = acc << op.weight_exp if op.weight_exp > 0 else acc >> -op.weight_exp
                 else:
-                    res = F.conv2d(torch.from_numpy(s[None]).double(), torch.tensor(np.array(op.weight)).double(),
+                    res = F.conv2d(torch.from_numpy(s[None]).double(),
+                                   torch.tensor(np.array(op.weight) << op.weight_exp).double(),
                                    None, op.stride, op.padding, op.dilation, op.groups)[0]
                     buf[k] = LOIHI2.conv_out.wrap(res.numpy().astype(np.int64))
     return out_s, out_v
@@ -390,7 +391,8 @@ def _mixed_net(rng):
     b.add("enc0", BiasEncoder(scale=300.0, bias_format=LOIHI2.bias), ["conv0"])
     b.add("n1", neuron((4, 6, 5), 20, v_init=rng.integers(0, 600, size=(4, 6, 5))), ["enc0"])
     b.add("conv1", conv(even_weights(rng, (4, 4, 3, 3), -40, 60), padding=1), ["n1"])
-    b.add("short", conv(even_weights(rng, (4, 4, 1, 1), -20, 60)), ["n1"])
+    # its kernel shifted left by 2 (Lava's Conv gets W << 2: it has no exponent of its own)
+    b.add("short", conv(even_weights(rng, (4, 4, 1, 1), -20, 60), exp=2), ["n1"])
     b.add("n2", neuron((4, 6, 5), 60), ["conv1", "short"])  # membrane-add: two synaptic inputs
     b.add("conv2", conv(even_weights(rng, (3, 4, 3, 3)), stride=2, padding=1), ["n2"])
     b.add("n3", neuron((3, 3, 3), 30, Reset.ZERO, du=3000, dv=100), ["conv2"])

@@ -69,3 +69,38 @@ def test_half_threshold_initial_potential_is_exact_in_fixed_point(digits_image):
                 assert not np.any(op.v_init)
             else:
                 assert np.array_equal(op.v_init, op.vth * 32) and g.metadata["quantization"][name]["v_init_saturated"] == 0
+
+
+def test_each_synapse_of_a_membrane_add_spans_the_weight_mantissas(digits_image):
+    """A residual block's identity shortcut carries the previous layer's λ, far larger than the
+    block's conv weights: with one scale per layer and no exponent the conv kept 4-7 bits (ResNet-20:
+    |w| <= 14 of 254 in its last block). Each synapse op now has its own exponent: the op with the
+    smallest weights sets the scale, the others shift left; the readout's Dense shifts right."""
+    from snncompile.ir.ops import effective_weight
+    from tests.builders import make_resnet
+
+    calib = digits_image.train.x[:128]
+    snn = pipeline.run(make_resnet(seed=1), pipeline.convert(calib))
+    fixed = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=32),))
+    verify(fixed)
+    shifted = 0
+    for neuron in fixed.find(LoihiNeuron):
+        scale = fixed.metadata["quantization"][neuron]["scale"]
+        ops = [s for s in fixed.inputs(neuron) if isinstance(fixed.op(s), (FixedConv2d, FixedDense))]
+        for s in ops:
+            op = fixed.op(s)
+            # within half a mantissa step (2) of the float weight, whatever the exponent
+            assert np.abs(effective_weight(op) - snn.op(s).weight * scale).max() <= 2.0 ** op.weight_exp
+            if len(ops) > 1 or fixed.op(neuron).readout:
+                assert np.abs(op.weight).max() >= LOIHI2.weight.max // 2, (neuron, s)  # 7 bits or more
+            shifted += op.weight_exp != 0
+    assert shifted >= 1  # the shortcut, shifted left
+    # a readout whose scale v's range holds down (T steps of sums within 24 bits) shifts right
+    long = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=4096),))
+    fc = long.op("fc")
+    assert fc.weight_exp < 0 and np.abs(fc.weight).max() >= LOIHI2.weight.max // 2
+    scale = long.metadata["quantization"]["fc_readout"]["scale"]
+    assert np.abs(effective_weight(fc) - snn.op("fc").weight * scale).max() <= 2.0 ** fc.weight_exp
+    # netx's writer stores no exponents: that target quantizes without them
+    plain = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=32, bias_exp=6, exponents=False),))
+    assert all(plain.op(s).weight_exp == 0 for s in plain.find((FixedConv2d, FixedDense)))

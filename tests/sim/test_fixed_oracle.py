@@ -58,7 +58,8 @@ def graph_for(p):
     b.add("n1", neuron(rng, (4, 6, 6), p["du"], p["dv"], p["reset"], p["vth"], v_init=p["v_init"]), ["enc"])
     for name, padding, dilation in (("conv_a", 1, 1), ("conv_b", 2, 2)):  # both 6x6 -> 3x3
         op = FixedConv2d(weight=even_weights(rng, (6, 4, 3, 3), p["w"], p["positive"]), weight_format=LOIHI2.weight,
-                         output_format=conv_out, stride=2, padding=padding, dilation=dilation)
+                         output_format=conv_out, stride=2, padding=padding, dilation=dilation,
+                         weight_exp=p.get("conv_exp", 0) if name == "conv_a" else 0)
         b.add(name, op, ["n1"])
     b.add("n2", neuron(rng, (6, 3, 3), p["du"], p["dv"], p["reset"], p["vth"], bias=p["bias"],
                        v_init=p["v_init"]), ["conv_a", "conv_b"])
@@ -131,7 +132,7 @@ def oracle(graph, x, steps):
                 acc = s.reshape(n, -1) @ op.weight.T
                 pending[syn] = acc << op.weight_exp if op.weight_exp >= 0 else acc >> -op.weight_exp
             else:
-                acc = F.conv2d(torch.from_numpy(s), torch.tensor(op.weight), None, op.stride,
+                acc = F.conv2d(torch.from_numpy(s), torch.tensor(op.weight << op.weight_exp), None, op.stride,
                                op.padding, op.dilation, op.groups).numpy()
                 half = 2 ** (op.output_format.bits - 1)
                 wrapped = np.mod(acc + half, 2 * half) - half
@@ -165,6 +166,7 @@ params = st.fixed_dictionaries({
     "positive": st.booleans(),
     "conv_bits": st.sampled_from([10, 24]),
     "exp": st.sampled_from([-3, 0, 3]),
+    "conv_exp": st.sampled_from([0, 2]),  # a membrane-add's conv with a left-shifted kernel
     "vth": st.sampled_from([4, 2000, 2**17 - 1]),
     "bias": st.sampled_from([0, 4095]),
     "v_init": st.sampled_from([0, 2**22]),

@@ -13,7 +13,8 @@ Mapping (shared DESIGN §2; every layout fact below is pinned in tests/backends/
 - ``FixedConv2d`` -> ``Conv``: Lava's tensors are (X, Y, C) = (W, H, C), its kernel is
   (out, kx, ky, in) and it computes a true convolution, so it gets the torch kernel flipped in
   both spatial axes and permuted (out, in, kH, kW) -> (out, kW, kH, in), and (X, Y) ordered
-  stride, padding and dilation.
+  stride, padding and dilation. Its ``weight_exp`` (a left shift, 0..7) is applied to the kernel:
+  Lava's Conv model ignores its own ``weight_exp`` Var.
 - Neuron populations of IR shape (C, H, W) live in Lava as (W, H, C); other shapes are kept.
   A ``FixedDense`` reading such a population (directly or through a ``Flatten`` of its spikes)
   gets its columns reordered from the IR's C-order (C, H, W) flattening to Lava's C-order
@@ -449,7 +450,8 @@ def _synapse(graph: Graph, name: str, net: LavaNetwork):
         (port.flatten() if len(lava_shape(graph.shape(src))) != 1 else port).connect(proc.s_in)
     else:
         (src,) = graph.inputs(name)
-        weight, groups = lava_groups(np.asarray(op.weight, dtype=np.int64), int(op.groups))
+        # Lava's Conv has no exponent: the effective weights W << weight_exp (FixedConv2d)
+        weight, groups = lava_groups(np.asarray(op.weight, dtype=np.int64) << int(op.weight_exp), int(op.groups))
         proc = Conv(
             weight=conv_kernel_to_lava(weight),
             input_shape=lava_shape(graph.shape(src)),

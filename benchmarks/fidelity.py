@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from snncompile.api import accuracy, load_model
+from snncompile.compiler import Options, to_snn
 from snncompile.backends import reference
 from snncompile.data import load
 from snncompile.ir.ops import IF, Conv2d, Dense, effective_weight
@@ -182,8 +183,10 @@ def main() -> None:
     p.add_argument("--calib-samples", type=int, default=256)
     p.add_argument("--test-samples", type=int, default=None, help="the first N test samples (default: all)")
     p.add_argument("--no-peer", action="store_true", help="skip SpikingJelly")
-    p.add_argument("--equalize-delays", action="store_true",
-                   help="convert with relay layers on the shorter paths (passes.equalize_delays)")
+    p.add_argument("--equalize-delays", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                   help="relay layers on the shorter paths (passes.equalize_delays): auto (the compiler's "
+                   "default: relayed where the float SNN is closer to the ANN on the calibration data), "
+                   "on, off")
     p.add_argument("--gap", action="store_true", help="also print the fixed-vs-float breakdown (mode none)")
     p.add_argument("--out", default=None, help="also write the tables (with a header) to this file")
     args = p.parse_args()
@@ -219,8 +222,12 @@ def main() -> None:
         ann_acc = accuracy(forward(graph, x).numpy(), y)
         peer = {} if args.no_peer else spikingjelly_best(key, calib, x, y, args.steps)
         for steps in args.steps:
-            snn = pipeline.run(graph, pipeline.convert(calib, mode=args.threshold, steps=steps,
-                                                       equalize=args.equalize_delays))
+            # the compiler's conversion (compiler.to_snn), so that --equalize-delays auto chooses as it does
+            snn = to_snn(graph, calib, Options(steps=steps, threshold=args.threshold,
+                                               equalize_delays=args.equalize_delays))
+            relays = snn.metadata.get("delays", {})
+            if relays.get("equalized") and relays.get("relay_neurons"):
+                print(f"  ({key}, T={steps}: relayed, {relays['relay_neurons']:,} relay neurons)", flush=True)
             run_steps = total_steps(snn, steps)
             float_acc = accuracy(next(iter(float_snn.simulate(snn, x, run_steps, delay=1).scores().values())), y)
             for mode in args.modes:

@@ -11,7 +11,8 @@ With this pass (``--equalize-delays``) the same ResNet-20 scores, float / fixed 
 85.8 / 91.7 % (without: 59.2 / 58.3 %), T=16 90.8 / 94.2 % (without: 98.3 / 95.0 %), with 98,304
 relay neurons (+52 %) and 39 cores instead of 26. The mismatched paths are a handicap at low T
 but a head start at higher T (the early paths have run longer when the readout starts counting),
-so the pass is not the default.
+so the compiler's default (``--equalize-delays auto``, ``compiler.choose_delays``) runs both float
+SNNs on calibration samples and keeps the one closer to the ANN.
 
 ``EqualizeDelays`` inserts, on each early input, relay layers until every input of the neuron
 arrives at the same step. A relay is an IF layer (reset to zero, v_init 0, threshold 0.5) fed by

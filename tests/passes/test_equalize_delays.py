@@ -79,3 +79,34 @@ def test_relays_are_bit_exact_on_lava(digits_image):
         assert np.array_equal(run.trace.spikes[r][:, 1:], run.trace.spikes[src][:, :-1])
     result = compare(run.trace, run_lava(fixed_g, check, steps))
     assert result.mismatches == 0
+
+
+def test_auto_keeps_the_float_snn_closer_to_the_ann(digits_image):
+    """--equalize-delays auto (the default) converts once, relays the copy, runs both float SNNs on
+    the calibration data and keeps the one that agrees more with the ANN (then the smaller output
+    error); report.json's delays say what was measured. On/off and True/False skip the runs."""
+    from snncompile.sim import ann as ann_sim
+
+    ann = make_resnet()
+    x = digits_image.train.x[:64]
+    for steps in (2, 16):
+        snn = compiler.to_snn(ann, x, compiler.Options(steps=steps, progress=False))
+        info = snn.metadata["delays"]
+        assert info["mode"] == "auto" and info["samples"] == 64 and info["relay_neurons"] > 0
+        agree, mse = info["agreement"], info["output_mse"]
+        relayed = info["kept"] == "relayed"
+        assert info["equalized"] == relayed and bool([n for n in snn.order() if "_relay_" in n]) == relayed
+        # the kept one agrees best, or within 2 % of the best with a smaller output error
+        other = "delays kept" if relayed else "relayed"
+        kept = info["kept"]
+        assert agree[kept] >= agree[other] - 0.02 and (agree[kept] >= agree[other] or mse[kept] < mse[other])
+        # what was measured is the float SNN against the ANN on those samples
+        target = ann_sim.forward(ann, x).numpy()
+        out = float_snn.predict(snn, x, steps + latency_steps(snn)) / steps
+        assert np.mean(out.argmax(1) == target.argmax(1)) == pytest.approx(agree[kept])
+    for value, relays in ((True, True), ("on", True), (False, False), ("off", False)):
+        snn = compiler.to_snn(ann, x, compiler.Options(steps=8, progress=False, equalize_delays=value))
+        assert bool([n for n in snn.order() if "_relay_" in n]) == relays
+        assert snn.metadata.get("delays", {}).get("mode") != "auto"
+    with pytest.raises(compiler.SnnCompileError, match="--equalize-delays must be one of auto, on, off"):
+        compiler.to_snn(ann, x, compiler.Options(equalize_delays="sometimes"))

@@ -79,8 +79,18 @@ def test_each_synapse_of_a_membrane_add_spans_the_weight_mantissas(digits_image)
     from snncompile.ir.ops import effective_weight
     from tests.builders import make_resnet
 
+    import dataclasses
+
     calib = digits_image.train.x[:128]
     snn = pipeline.run(make_resnet(seed=1), pipeline.convert(calib))
+    # here the shortcut's weights are 1.2x conv3's: under EXPONENT_GAIN (4x), no exponent
+    plain = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=32),))
+    assert all(plain.op(s).weight_exp == 0 for s in plain.find((FixedConv2d, FixedDense)))
+    # a block whose conv weights are 8x smaller than its shortcut's (ResNet-20's last block: 18x)
+    b = snn.edit()
+    op = snn.op("conv3")
+    b.replace("conv3", dataclasses.replace(op, weight=op.weight / 8, bias=op.bias / 8))
+    snn = b.build()
     fixed = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=32),))
     verify(fixed)
     shifted = 0
@@ -101,6 +111,7 @@ def test_each_synapse_of_a_membrane_add_spans_the_weight_mantissas(digits_image)
     assert fc.weight_exp < 0 and np.abs(fc.weight).max() >= LOIHI2.weight.max // 2
     scale = long.metadata["quantization"]["fc_readout"]["scale"]
     assert np.abs(effective_weight(fc) - snn.op("fc").weight * scale).max() <= 2.0 ** fc.weight_exp
+    assert fixed.op("add_shortcut_relu1").weight_exp >= 2 and fixed.op("conv3").weight_exp == 0
     # netx's writer stores no exponents: that target quantizes without them
     plain = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=32, bias_exp=6, exponents=False),))
     assert all(plain.op(s).weight_exp == 0 for s in plain.find((FixedConv2d, FixedDense)))

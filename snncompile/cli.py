@@ -163,8 +163,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="relay layers make every path into a neuron equally deep, so the SNN is the "
                    "delay-free one shifted by its depth (ResNet-20 at T=8: float SNN 59 -> 86 %%; costs "
                    "neurons, +52 %% there, and is worse at T=16 there; see passes/equalize_delays.py). "
-                   "auto (default): relayed or not, whichever float SNN is closer to the ANN on the "
-                   "calibration data (up to 400,000 neurons; report.json: delays); a bare flag means on")
+                   "auto (default): where T <= L, relayed or not, whichever float SNN is closer to the ANN "
+                   "on the calibration data (up to 400,000 neurons; report.json: delays); a bare flag means on")
     p.add_argument("--calib-iterations", type=_limited(100_000), default=300,
                    help="Adam steps per layer for --calibrate advanced (default 300)")
     p.add_argument("--chips", type=_limited(1024), default=1,

@@ -82,14 +82,15 @@ def test_relays_are_bit_exact_on_lava(digits_image):
 
 
 def test_auto_keeps_the_float_snn_closer_to_the_ann(digits_image):
-    """--equalize-delays auto (the default) converts once, relays the copy, runs both float SNNs on
-    the calibration data and keeps the one that agrees more with the ANN (then the smaller output
-    error); report.json's delays say what was measured. On/off and True/False skip the runs."""
+    """--equalize-delays auto (the default), where T <= L, converts once, relays the copy, runs both
+    float SNNs on the calibration data and keeps the one that agrees more with the ANN (then the
+    smaller output error); report.json's delays say what was measured. On/off and True/False skip
+    the runs."""
     from snncompile.sim import ann as ann_sim
 
     ann = make_resnet()
     x = digits_image.train.x[:64]
-    for steps in (2, 16):
+    for steps in (2, 4):  # T <= L = 4: measured
         snn = compiler.to_snn(ann, x, compiler.Options(steps=steps, progress=False))
         info = snn.metadata["delays"]
         assert info["mode"] == "auto" and info["samples"] == 64 and info["relay_neurons"] > 0
@@ -104,6 +105,9 @@ def test_auto_keeps_the_float_snn_closer_to_the_ann(digits_image):
         target = ann_sim.forward(ann, x).numpy()
         out = float_snn.predict(snn, x, steps + latency_steps(snn)) / steps
         assert np.mean(out.argmax(1) == target.argmax(1)) == pytest.approx(agree[kept])
+    # T > L: the shorter paths' head start is kept without the two runs
+    info = compiler.to_snn(ann, x, compiler.Options(steps=16, progress=False)).metadata["delays"]
+    assert not info["equalized"] and "agreement" not in info and "T=16 > L=4" in info["why"]
     for value, relays in ((True, True), ("on", True), (False, False), ("off", False)):
         snn = compiler.to_snn(ann, x, compiler.Options(steps=8, progress=False, equalize_delays=value))
         assert bool([n for n in snn.order() if "_relay_" in n]) == relays

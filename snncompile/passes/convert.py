@@ -49,6 +49,9 @@ def identity_synapse(shape: tuple[int, ...], gain: float) -> Dense | Conv2d:
 
 
 THRESHOLD_MODES = ("max", "percentile", "mse")
+# threshold statistics in float32 above this many weights: their maxima move by ~1e-7, which moved
+# the calibrated digits models by a few test samples either way, so the small models keep float64
+STATS_FLOAT32_WEIGHTS = 1_000_000
 MSE_CANDIDATES = 95  # max·(1 − 0.01 i), i = 0 .. 94 (the calibration paper's grid)
 
 
@@ -116,11 +119,13 @@ class ConvertReLU:
         relus = graph.find(ReLU)
         last = {graph.inputs(out)[0] for out in graph.find(Output)}
         readout_synapses = {s for src in last for s in self._synapses_of(graph, src)}
-        # statistics only (maxima, percentiles): float32, whose convolutions take oneDNN's fast path
-        # (ResNet-18 at 224x224: 0.10-0.15 s against 0.29 s in float64); one thread, as two were
-        # 2-4x slower on a busy 2-core machine
+        # statistics only (maxima, percentiles): float64 as the ANN computes them, float32 (oneDNN's
+        # fast path) for models beyond STATS_FLOAT32_WEIGHTS (ResNet-18 at 224x224: 0.10-0.15 s against
+        # 0.29 s); one thread, as two were 2-4x slower on a busy 2-core machine
+        weights = sum(op.weight.size for _, op in graph.nodes() if isinstance(op, (Dense, Conv2d)))
+        dtype = torch.float32 if weights > STATS_FLOAT32_WEIGHTS else torch.float64
         with one_thread():
-            acts = evaluate(graph, self.data, dtype=torch.float32, upto=set(relus) | last | readout_synapses)
+            acts = evaluate(graph, self.data, dtype=dtype, upto=set(relus) | last | readout_synapses)
         builder = graph.edit()
         problems = []
         scales: dict[str, float] = {}

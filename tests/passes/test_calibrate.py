@@ -169,7 +169,7 @@ def test_residual_block_with_membrane_add_calibrates(digits_image):
         assert tuned.op(synapse).weight_format.contains(tuned.op(synapse).weight)
     # the rate model is approximate where the shortcut's input arrives a step before conv3's (under
     # the latency contract relu3 gets T steps after its first input, T − 1 of conv3's), so a tuned
-    # weight may measure worse (1.16x here since the thresholds come from float32 statistics):
+    # weight may measure worse (1.16x here with thresholds from float32 statistics):
     # AdvancedCalibration keeps it only when the measured objective went down, checked below
     # the per-layer mechanism (the whole-graph choice against light and none is tested below)
     adv = pipeline.run(plain, (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=100,

@@ -49,9 +49,11 @@ def identity_synapse(shape: tuple[int, ...], gain: float) -> Dense | Conv2d:
 
 
 THRESHOLD_MODES = ("max", "percentile", "mse")
-# threshold statistics in float32 above this many weights: their maxima move by ~1e-7, which moved
-# the calibrated digits models by a few test samples either way, so the small models keep float64
-STATS_FLOAT32_WEIGHTS = 1_000_000
+# threshold statistics in float32 above this many multiply-accumulates over the calibration samples
+# (the digits models: < 2**28; ResNet-20 at 32x32 x 256 samples: 1e10): float32 maxima differ by
+# ~1e-7, which moved the calibrated digits ResNet at T=8 by 3 test samples, so small models keep
+# float64 (ResNet-20's accuracies at T=8/16/32 were the same either way)
+STATS_FLOAT32_MACS = 2**30
 MSE_CANDIDATES = 95  # max·(1 − 0.01 i), i = 0 .. 94 (the calibration paper's grid)
 
 
@@ -120,10 +122,12 @@ class ConvertReLU:
         last = {graph.inputs(out)[0] for out in graph.find(Output)}
         readout_synapses = {s for src in last for s in self._synapses_of(graph, src)}
         # statistics only (maxima, percentiles): float64 as the ANN computes them, float32 (oneDNN's
-        # fast path) for models beyond STATS_FLOAT32_WEIGHTS (ResNet-18 at 224x224: 0.10-0.15 s against
-        # 0.29 s); one thread, as two were 2-4x slower on a busy 2-core machine
-        weights = sum(op.weight.size for _, op in graph.nodes() if isinstance(op, (Dense, Conv2d)))
-        dtype = torch.float32 if weights > STATS_FLOAT32_WEIGHTS else torch.float64
+        # fast path) where that evaluation is large (ResNet-18 at 224x224, 2 samples: 0.10-0.15 s
+        # against 0.29 s; ResNet-20, 256 samples: about 2.5 s less); one thread, as two were 2-4x
+        # slower on a busy 2-core machine
+        macs = sum(int(np.prod(graph.shape(n))) * int(np.prod(op.weight.shape[1:]))
+                   for n, op in graph.nodes() if isinstance(op, (Dense, Conv2d)))
+        dtype = torch.float32 if macs * len(self.data) > STATS_FLOAT32_MACS else torch.float64
         with one_thread():
             acts = evaluate(graph, self.data, dtype=dtype, upto=set(relus) | last | readout_synapses)
         builder = graph.edit()

@@ -70,6 +70,28 @@ class IntFormat:
         np.clip(rounded, self.min, self.max, out=rounded)
         return rounded.astype(np.int64), saturated
 
+    def quantize_scaled(self, values: np.ndarray, factor: float, block: int = 1 << 17) -> tuple[np.ndarray, int]:
+        """``quantize(values * factor)``, the same numbers, a block at a time through one small
+        buffer: the float product of a model's weights is never a whole new array (ResNet-18: 93 MB
+        of fresh pages per pass)."""
+        v = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+        out = np.empty(v.shape, dtype=np.int64)
+        buf = np.empty(min(block, v.size), dtype=np.float64)
+        saturated = 0
+        for start in range(0, v.size, block):
+            b = buf[: min(block, v.size - start)]
+            np.multiply(v[start:start + len(b)], factor, out=b)
+            np.divide(b, self.step, out=b)
+            np.round(b, out=b)
+            if self.step != 1:
+                b *= self.step
+            top, bottom = float(b.max()), float(b.min())
+            if top > self.max or bottom < self.min:
+                saturated += int(np.count_nonzero(b > self.max)) + int(np.count_nonzero(b < self.min))
+                np.clip(b, self.min, self.max, out=b)
+            out[start:start + len(b)] = b
+        return out.reshape(np.shape(values)), saturated
+
     def wrap(self, values: np.ndarray) -> np.ndarray:
         """Two's complement wrap-around into the format (no step)."""
         base = 2**self.bits

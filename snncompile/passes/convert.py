@@ -80,21 +80,31 @@ def activation_scale(values: np.ndarray, percentile: float, mode: str = "max", s
                      v_init: float = 0.5) -> float:
     """λ for one layer: ``max``, a high ``percentile`` of the activations, or the ``mse`` grid
     search for ``steps`` steps. ``percentile`` ≥ 100 in mode "max"/"percentile" means the max."""
+    if mode != "mse" and (mode == "max" or percentile >= 100):
+        lam = float(np.max(values))  # (exact in the values' own type: no float64 copy)
+        return lam if lam > 0 else 1.0
     flat = np.asarray(values, dtype=np.float64).ravel()
     if mode == "mse":
         return mse_threshold(flat, steps, v_init)
-    lam = float(flat.max() if mode == "max" or percentile >= 100 else np.percentile(flat, percentile))
+    lam = float(np.percentile(flat, percentile))
     return lam if lam > 0 else 1.0  # a silent layer: any positive threshold keeps it silent
+
+
+def _channel_max(values: np.ndarray) -> np.ndarray:
+    """max over every axis but 1 of (N, C, ...), without a copy (0 for an empty channel)."""
+    v = np.asarray(values)
+    v = v.reshape(v.shape[0], v.shape[1], -1)
+    return v.max(axis=(0, 2)) if v.size else np.zeros(v.shape[1], dtype=v.dtype)
 
 
 def channel_scales(values: np.ndarray, percentile: float, mode: str = "max", steps: int = 32,
                    v_init: float = 0.5) -> np.ndarray:
     """λ_c per channel (axis 1 of (N, C, ...)): ``activation_scale`` of each channel's values."""
+    if mode == "max" or (mode == "percentile" and percentile >= 100):  # one reduction, not C
+        lam = _channel_max(values).astype(np.float64)  # (the maxima exact in the values' own type)
+        return np.where(lam > 0, lam, 1.0)
     values = np.asarray(values, dtype=np.float64)
     per_channel = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)
-    if mode == "max" or (mode == "percentile" and percentile >= 100):  # one reduction, not C
-        lam = per_channel.max(axis=1) if per_channel.shape[1] else np.zeros(len(per_channel))
-        return np.where(lam > 0, lam, 1.0)
     return np.array([activation_scale(c, percentile, mode, steps, v_init) for c in per_channel])
 
 
@@ -146,7 +156,7 @@ class ConvertReLU:
             scales[relu] = lam
             if self.channel_wise:
                 per_channel = channel_scales(values, self.percentile, self.mode, self.steps, self.v_init)
-                silent = values.reshape(len(values), values.shape[1], -1).max(axis=(0, 2)) <= 0
+                silent = _channel_max(values) <= 0
                 per_channel = np.where(silent, lam, per_channel)
                 if upper is not None:
                     per_channel = np.minimum(per_channel, upper)

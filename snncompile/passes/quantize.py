@@ -184,7 +184,7 @@ class Quantize:
             else:
                 for s in spiking:
                     exp = self._weight_exp(graph.op(s), peaks[s] * scale, readout)
-                    w, sat = t.weight.quantize(graph.op(s).weight * (scale * 2.0**-exp), scratch=True)
+                    w, sat = t.weight.quantize_scaled(graph.op(s).weight, scale * 2.0**-exp)
                     info["weight_saturated"] += sat
                     builder.replace(s, self._fixed_synapse(graph.op(s), owned(w), exp))
                     if exp:

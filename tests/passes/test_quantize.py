@@ -115,3 +115,15 @@ def test_each_synapse_of_a_membrane_add_spans_the_weight_mantissas(digits_image)
     # netx's writer stores no exponents: that target quantizes without them
     plain = pipeline.run(snn, (pipeline.Quantize(data=calib, steps=32, bias_exp=6, exponents=False),))
     assert all(plain.op(s).weight_exp == 0 for s in plain.find((FixedConv2d, FixedDense)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 3000), st.floats(1e-3, 1e4), st.integers(0, 2**16), st.sampled_from([1, 7, 4096]))
+def test_blockwise_quantization_is_quantize_of_the_product(n, factor, seed, block):
+    """IntFormat.quantize_scaled (what Quantize uses, a block at a time) gives exactly
+    quantize(values * factor): the same integers and the same saturation count."""
+    w = np.random.default_rng(seed).normal(0, 1, n) * 10.0 ** np.random.default_rng(seed + 1).integers(-3, 3, n)
+    for fmt in (LOIHI2.weight, IntFormat(8), IntFormat(12, signed=False, step=4)):
+        expected, saturated = fmt.quantize(w * factor)
+        got, got_saturated = fmt.quantize_scaled(w.reshape(1, -1), factor, block=block)
+        assert got.shape == (1, n) and np.array_equal(got[0], expected) and got_saturated == saturated

@@ -155,7 +155,7 @@ def choose_delays(ann_graph: Graph, snn: Graph, calib: np.ndarray, steps: int) -
     then the output's mean squared error within 2 % agreement, as passes.calibrate.closest).
     Relays help where the evidence is short (ResNet-20 at T=8: float SNN 59 -> 86 % on the test
     split) and cost where the mismatched paths' head start helps (T=16: 98 -> 91 %)."""
-    from snncompile.passes.calibrate import AGREEMENT_MARGIN
+    from snncompile.passes.calibrate import closest_outputs
     from snncompile.passes.equalize_delays import EqualizeDelays
 
     def noted(graph: Graph, info: dict) -> Graph:
@@ -163,7 +163,6 @@ def choose_delays(ann_graph: Graph, snn: Graph, calib: np.ndarray, steps: int) -
         builder.metadata = {**builder.metadata, "delays": {"mode": "auto", **info}}
         return builder.build()
 
-    neurons = sum(int(np.prod(snn.shape(n))) for n, op in snn.nodes() if op.neuron)
     depth = latency_steps(snn)
     if steps > depth:
         # more steps of evidence than synaptic layers: the shorter paths' head start has helped on
@@ -172,6 +171,7 @@ def choose_delays(ann_graph: Graph, snn: Graph, calib: np.ndarray, steps: int) -
         return noted(snn, {"equalized": False, "why": (
             f"T={steps} > L={depth}: paths of different depth keep their delays (measured only where "
             "T <= L; --equalize-delays on relays them)")})
+    neurons = sum(int(np.prod(snn.shape(n))) for n, op in snn.nodes() if op.neuron)
     if neurons > EQUALIZE_AUTO_NEURONS:
         return noted(snn, {"equalized": False, "why": (
             f"{neurons:,} neurons > {EQUALIZE_AUTO_NEURONS:,}: not simulated to choose; paths of different "
@@ -183,16 +183,10 @@ def choose_delays(ann_graph: Graph, snn: Graph, calib: np.ndarray, steps: int) -
     if not info.get("relay_neurons"):
         return noted(snn, {**info, "why": "every path into a neuron is equally deep already"})
     sample = calib[:EQUALIZE_AUTO_SAMPLES]
-    target = ann.forward(ann_graph, sample).numpy()
-    measured = {}
-    for name, graph in (("relayed", relayed), ("delays kept", snn)):
-        out = float_snn.predict(graph, sample, steps + latency_steps(graph)) / steps
-        measured[name] = (float(np.mean(out.argmax(1) == target.argmax(1))), float(np.mean((out - target) ** 2)))
-    best = max(a for a, _ in measured.values())
-    near = [n for n in measured if best - measured[n][0] <= AGREEMENT_MARGIN]
-    kept = min(near, key=lambda n: measured[n][1])
-    why = {"agreement": {n: a for n, (a, _) in measured.items()},
-           "output_mse": {n: m for n, (_, m) in measured.items()}, "kept": kept, "samples": len(sample)}
+    outputs = {name: float_snn.predict(graph, sample, steps + latency_steps(graph)) / steps
+               for name, graph in (("relayed", relayed), ("delays kept", snn))}
+    kept, why = closest_outputs(ann.forward(ann_graph, sample).numpy(), outputs)
+    why["samples"] = len(sample)
     if kept == "relayed":
         return noted(relayed, {**info, **why})
     return noted(snn, {"equalized": False, "relay_neurons": info["relay_neurons"], **why,

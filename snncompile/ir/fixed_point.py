@@ -49,26 +49,14 @@ class IntFormat:
             return not int(np.bitwise_or.reduce(v, axis=None)) & (self.step - 1)
         return bool(np.all(v % self.step == 0))
 
-    def quantize(self, values: np.ndarray, scratch: bool = False) -> tuple[np.ndarray, int]:
-        """Round to the nearest representable value, saturating; returns (ints, saturated count).
-        ``scratch``: ``values`` is a temporary the caller gives up, used as the work buffer."""
+    def quantize(self, values: np.ndarray) -> tuple[np.ndarray, int]:
+        """Round to the nearest representable value, saturating; returns (ints, saturated count)."""
         v = np.asarray(values, dtype=np.float64)
         if v.ndim == 0:
             rounded = np.round(v / self.step) * self.step
             clipped = np.clip(rounded, self.min, self.max)
             return clipped.astype(np.int64), int(np.count_nonzero(clipped != rounded))
-        # round(v / step) * step, then clipped, in one buffer: each fresh array of a model's
-        # weights costs more in page faults than its arithmetic
-        if scratch and v is values and v.flags.writeable:
-            rounded = np.divide(v, self.step, out=v)
-        else:
-            rounded = v / self.step
-        np.round(rounded, out=rounded)
-        if self.step != 1:
-            rounded *= self.step
-        saturated = rounded.size - int(np.count_nonzero((rounded >= self.min) & (rounded <= self.max)))
-        np.clip(rounded, self.min, self.max, out=rounded)
-        return rounded.astype(np.int64), saturated
+        return self.quantize_scaled(v, 1.0)
 
     def quantize_scaled(self, values: np.ndarray, factor: float, block: int = 1 << 17) -> tuple[np.ndarray, int]:
         """``quantize(values * factor)``, the same numbers, a block at a time through one small

@@ -371,14 +371,18 @@ def closest(ann: Graph, data: np.ndarray, steps: int, candidates: dict[str, Grap
     class agreement with the ANN, and among those within ``AGREEMENT_MARGIN`` of it, the smallest
     mean squared error per step of evidence. Returns (its name, the measurements)."""
     ann_out = forward(ann, data).numpy()
-    agree, mse = {}, {}
-    for name, candidate in candidates.items():
-        out = _outputs(candidate, data, steps)
-        agree[name] = float(np.mean(out.argmax(1) == ann_out.argmax(1)))
-        mse[name] = float(np.mean((out - ann_out) ** 2))
+    return closest_outputs(ann_out, {name: _outputs(candidate, data, steps) for name, candidate in candidates.items()})
+
+
+def closest_outputs(target: np.ndarray, outputs: dict[str, np.ndarray]) -> tuple[str, dict]:
+    """``closest``'s rule on outputs already computed (N, classes) against ``target``: the highest
+    class agreement, then among those within ``AGREEMENT_MARGIN`` of it the smallest mean squared
+    error (ties: the first). Returns (its name, the measurements)."""
+    agree = {n: float(np.mean(out.argmax(1) == target.argmax(1))) for n, out in outputs.items()}
+    mse = {n: float(np.mean((out - target) ** 2)) for n, out in outputs.items()}
     best = max(agree.values())
-    near = [n for n in candidates if best - agree[n] <= AGREEMENT_MARGIN]
-    kept = min(near, key=lambda n: (mse[n], list(candidates).index(n)))
+    near = [n for n in outputs if best - agree[n] <= AGREEMENT_MARGIN]
+    kept = min(near, key=lambda n: mse[n])
     return kept, {"kept": kept, "agreement": agree, "output_mse": mse}
 
 

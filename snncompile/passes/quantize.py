@@ -183,12 +183,12 @@ class Quantize:
                 builder.set_inputs(name, [enc])
             else:
                 for s in spiking:
-                    exp = self._weight_exp(graph.op(s), peaks[s] * scale, readout)
-                    w, sat = t.weight.quantize_scaled(graph.op(s).weight, scale * 2.0**-exp)
+                    shift = self._weight_exp(graph.op(s), peaks[s] * scale, readout)
+                    w, sat = t.weight.quantize_scaled(graph.op(s).weight, scale * 2.0**-shift)
                     info["weight_saturated"] += sat
-                    builder.replace(s, self._fixed_synapse(graph.op(s), owned(w), exp))
-                    if exp:
-                        info.setdefault("weight_exp", {})[s] = exp
+                    builder.replace(s, self._fixed_synapse(graph.op(s), owned(w), shift))
+                    if shift:
+                        info.setdefault("weight_exp", {})[s] = shift
                 # encoded once per channel (a conv's bias is one value per channel), then spread
                 bias = self._channel_bias(graph, spiking, shape)
                 mant, exp, sat = t.bias.encode(bias * scale * 64, exp=self.bias_exp)
@@ -200,7 +200,7 @@ class Quantize:
                 info["threshold_clipped"] = int(np.prod(shape))
             # relative to the rounded threshold, so that θ/2 is exactly vth·32 (half of vth << 6)
             v_unit = 64 * scale if readout else 64 * vth / theta
-            v_init, sat = t.state.quantize(np.broadcast_to(op.v_init, shape) * v_unit, scratch=True)
+            v_init, sat = t.state.quantize_scaled(np.broadcast_to(op.v_init, shape), v_unit)
             v_init = owned(v_init)
             info["v_init_saturated"] = sat
             info["vth"] = vth

@@ -78,7 +78,7 @@ def activation_comparison(ann_graph: Graph, fixed_graph: Graph, x: np.ndarray, s
 def weight_error(snn_graph: Graph, fixed_graph: Graph) -> dict[str, float]:
     """Per neuron layer: the RMS quantization error of the weights feeding it, relative to the RMS
     of the float weights (integer weights / the layer's scale against the float SNN's)."""
-    from snncompile.ir.ops import FixedConv2d, FixedDense
+    from snncompile.ir.ops import FixedConv2d, FixedDense, effective_weight
 
     quant = fixed_graph.metadata.get("quantization", {})
     out = {}
@@ -90,7 +90,7 @@ def weight_error(snn_graph: Graph, fixed_graph: Graph) -> dict[str, float]:
             if not isinstance(op, (FixedDense, FixedConv2d)) or src not in snn_graph or not scale:
                 continue
             w = np.asarray(snn_graph.op(src).weight, dtype=np.float64)
-            q = np.asarray(op.weight, dtype=np.float64) * 2.0 ** int(op.weight_exp)
+            q = effective_weight(op)
             if q.shape != w.shape:
                 continue
             num += float(np.sum((q / scale - w) ** 2))

@@ -50,7 +50,8 @@ import torch.nn.functional as F
 
 from snncompile.errors import SnnCompileError
 from snncompile.ir.graph import Graph
-from snncompile.ir.ops import BiasEncoder, FixedConv2d, FixedDense, Flatten, LoihiNeuron, Output, Reset
+from snncompile.ir.ops import (BiasEncoder, FixedConv2d, FixedDense, Flatten, LoihiNeuron, Output, Reset,
+                               effective_weight)
 from snncompile.sim.ann import encode_inputs
 from snncompile.sim.trace import Trace
 
@@ -220,7 +221,7 @@ class _Synapse:
         # cuDNN's float32 Winograd and FFT kernels are not exact; torch's own CUDA convolution
         # (im2col and a GEMM) sums products directly.
         self.no_cudnn = self.dtype == torch.float32 and dev.type == "cuda"
-        peak = _abs_row_sum(op.weight)
+        peak = sum_bound(op)  # the weights' largest row sum, a left shift applied
         if isinstance(op, FixedDense):
             exp = int(op.weight_exp)
             # A left shift folds into the weights (exact: peak << exp is sum_bound, below 2**24
@@ -229,17 +230,14 @@ class _Synapse:
             weight = np.asarray(op.weight, dtype=np.float64) * 2.0 ** max(exp, 0)
             self.weight = torch.tensor(weight, dtype=self.dtype, device=dev)
             self.right_shift = max(-exp, 0)
-            self.bound = peak << exp if exp > 0 else peak
+            self.bound = peak
             self.half = None
             self.wraps = False
         elif isinstance(op, FixedConv2d):
             # a non-negative exponent, folded into the weights (Lava's conv gets them so)
-            exp = int(op.weight_exp)
-            self.weight = torch.tensor(np.asarray(op.weight, dtype=np.float64) * 2.0 ** exp, dtype=self.dtype,
-                                       device=dev)
+            self.weight = torch.tensor(effective_weight(op), dtype=self.dtype, device=dev)
             self.half = 2 ** (op.output_format.bits - 1)
             self.right_shift = 0
-            peak <<= exp
             self.wraps = peak >= self.half
             self.bound = self.half if self.wraps else peak
         else:

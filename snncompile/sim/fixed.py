@@ -125,6 +125,8 @@ class FixedResult:
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     counts_delivered: dict[str, np.ndarray] = field(default_factory=dict)
     steps: int = 0  # how many steps the run lasted
+    # with ``keep``: per kept layer, its spikes at every step, (steps, N, *shape) bool, on the CPU
+    trains: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class _Counts:
@@ -455,6 +457,8 @@ def simulate(
     record: bool = True,
     encoded: dict | None = None,
     count_spikes: bool = False,
+    replay: dict[str, torch.Tensor] | None = None,
+    keep: set[str] | frozenset = frozenset(),
 ) -> FixedResult:
     """Run a fixed-point graph for ``steps`` steps on a batch ``x`` (N, *input shape).
 
@@ -462,6 +466,10 @@ def simulate(
     without it only the outputs and the statistics are kept. ``encoded`` is the host-side input
     encoding (computed with ``encode_inputs`` when not given). ``count_spikes`` keeps each
     neuron's spike count per sample (what calibration needs, at a fraction of ``record``'s memory).
+    ``replay``: neuron -> spikes (≥ steps, N, *shape) it sends instead of computing them (a
+    layer's recorded sources, so that one layer is simulated alone: passes.calibrate.Layerwise);
+    a replayed neuron has no statistics but is counted. ``keep``: neurons whose spikes at every
+    step ``FixedResult.trains`` returns (bool, host memory N·steps·neurons bytes).
     """
     if target is None:
         from snncompile.targets.loihi2 import LOIHI2 as target
@@ -506,9 +514,18 @@ def simulate(
                  for k, nr in neurons.items()} \
             if count_spikes else {}
         delivered = {}
+        replay = replay or {}
+        trains = {k: torch.empty((steps, n) + graph.shape(k), dtype=torch.bool) for k in keep}
         for t in range(steps):
             spikes = {}
             for name, neuron in neurons.items():
+                if name in replay:
+                    spikes[name] = replay[name][t].to(device=dev, dtype=neuron.dtype)
+                    if count_spikes:
+                        if t == steps - 1:
+                            delivered[name] = tally[name].clone()
+                        tally[name] += spikes[name]
+                    continue
                 a_in = None
                 for src in feeds[name]:
                     a_in = buffers[src] if a_in is None else a_in + buffers[src]
@@ -519,6 +536,8 @@ def simulate(
                     if t == steps - 1:
                         delivered[name] = tally[name].clone()
                     tally[name] += spikes[name]
+                if name in trains:
+                    trains[name][t] = spikes[name].to("cpu", torch.bool)
             for s, synapse in synapses.items():
                 buffers[s] = synapse(spikes[synapse.pre], counts[synapse.consumer])
         trace = Trace(steps=steps)
@@ -528,7 +547,9 @@ def simulate(
         _read_counts(counts, stats)
         if recorder is not None:
             recorder.fill(trace)
-    result = FixedResult(trace=trace, stats=stats, steps=steps)
+    for name in replay:
+        stats.pop(name, None)
+    result = FixedResult(trace=trace, stats=stats, steps=steps, trains=trains)
     if count_spikes:
         result.counts = {k: v.to(torch.int64).cpu().numpy() for k, v in tally.items()}
         result.counts_delivered = {k: v.to(torch.int64).cpu().numpy() for k, v in delivered.items()}

@@ -201,3 +201,32 @@ def test_calibration_keeps_the_uncalibrated_graph_where_it_is_closer_to_the_ann(
         if whole["kept"] == "none":
             assert all(np.array_equal(result.op(n).bias_mant, plain.op(n).bias_mant)
                        for n in plain.find(type(plain.op("relu3"))))
+
+
+def test_layerwise_measurements_equal_the_prefix_simulations(digits_image):
+    """Calibration measures each layer from its sources' recorded spike trains (Layerwise): the
+    counts, and the sources' delivered counts, equal a simulation of the layer's whole prefix, on
+    a residual network whose shortcut is relayed (relay neurons calibration never visits) and whose
+    biases wait for their input; trains are dropped once every reader has its own."""
+    from snncompile.compiler import Options, fixed_point, to_snn
+    from snncompile.passes.calibrate import Layerwise
+
+    ann = make_resnet(seed=3)
+    calib = digits_image.train.x[:64]
+    snn = to_snn(ann, calib, Options(steps=STEPS, equalize_delays="on"))
+    assert snn.metadata["delays"]["equalized"] and snn.metadata["delays"]["relay_neurons"] > 0
+    graph, _ = fixed_point(snn, calib, Options(steps=STEPS, calibrate="none", progress=False), ann)
+    layers = graph.find(LoihiNeuron)
+    prefix = Layerwise(graph, calib, STEPS)
+    held = []
+    for layer in layers:
+        ours, theirs = prefix.measure(graph, layer), measure(graph, calib, STEPS, upto=layer)
+        assert ours.steps == theirs.steps
+        np.testing.assert_array_equal(ours.counts[layer], theirs.counts[layer])
+        assert ours.counts_delivered.keys() <= theirs.counts_delivered.keys()
+        for src in ours.counts_delivered:
+            np.testing.assert_array_equal(ours.counts_delivered[src], theirs.counts_delivered[src])
+        prefix.commit(graph, layer)
+        held.append(len(prefix.trains))
+    assert np.count_nonzero(measure(graph, calib, STEPS).counts[layers[1]]) > 0  # not a silent network
+    assert max(held) < len(layers)

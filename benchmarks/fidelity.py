@@ -43,7 +43,7 @@ from snncompile.api import accuracy, load_model
 from snncompile.compiler import Options, to_snn
 from snncompile.backends import reference
 from snncompile.data import load
-from snncompile.ir.ops import IF, Conv2d, Dense, effective_weight
+from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effective_weight
 from snncompile.passes import pipeline
 from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection, channel_gain, channel_mean
 from snncompile.passes.quantize import Quantize
@@ -171,6 +171,29 @@ def dequantized(snn, fixed, parts):
     return b.build()
 
 
+def perturbed(snn, fixed, rng):
+    """The float SNN with every synapse's weights moved by an independent uniform draw in
+    ±½ of its fixed-point weight step (in float units): a perturbation as large as the
+    quantization's rounding, in random directions. Its accuracy spread over draws is how much
+    sub-step weight changes alone move the float SNN."""
+    from snncompile.ir.ops import LoihiNeuron
+
+    b = snn.edit()
+    for layer in fixed.find(LoihiNeuron):
+        op = fixed.op(layer)
+        if layer not in snn:
+            continue
+        unit = op.v_scale / 64
+        for s in fixed.inputs(layer):
+            fop = fixed.op(s)
+            if s not in snn or not isinstance(fop, (FixedConv2d, FixedDense)):
+                continue
+            step = fop.weight_format.step * 2.0 ** int(np.max(fop.weight_exp)) / unit
+            w = b.op(s).weight
+            b.replace(s, dataclasses.replace(b.op(s), weight=w + rng.uniform(-step / 2, step / 2, w.shape)))
+    return b.build()
+
+
 GAP_PARTS = (("weights",), ("thresholds",), ("biases",), ("v_init",), ("weights", "thresholds", "biases", "v_init"))
 
 
@@ -188,6 +211,8 @@ def main() -> None:
                    "default: relayed where the float SNN is closer to the ANN on the calibration data), "
                    "on, off")
     p.add_argument("--gap", action="store_true", help="also print the fixed-vs-float breakdown (mode none)")
+    p.add_argument("--noise", type=int, default=0, metavar="K",
+                   help="with --gap: also the float SNN's accuracy range over K draws of ±½-step weight noise")
     p.add_argument("--out", default=None, help="also write the tables (with a header) to this file")
     args = p.parse_args()
 
@@ -204,7 +229,8 @@ def main() -> None:
     ]
     gap_lines = ["", "Fixed point vs float SNN (calibrate none), one quantized quantity at a time:", "",
                  "| model | T | float | " + " | ".join("+".join(g) if len(g) == 1 else "all" for g in GAP_PARTS)
-                 + " | fixed |", "|---" * (len(GAP_PARTS) + 4) + "|"]
+                 + " | fixed |" + (f" float, ±½-step weight noise ({args.noise} draws) |" if args.noise else ""),
+                 "|---" * (len(GAP_PARTS) + 4 + bool(args.noise)) + "|"]
     print("\n".join(lines), flush=True)
     for key in args.models:
         graph = load_model(ROOT / MODELS[key])
@@ -246,8 +272,15 @@ def main() -> None:
                     for parts in GAP_PARTS:
                         run = float_snn.simulate(dequantized(snn, plain, parts), x, run_steps, delay=1)
                         cells.append(f"{100 * accuracy(next(iter(run.scores().values())), y):.2f}")
+                    noise = ""
+                    if args.noise:
+                        rng = np.random.default_rng(0)
+                        accs = [accuracy(next(iter(float_snn.simulate(perturbed(snn, plain, rng), x, run_steps,
+                                                                      delay=1).scores().values())), y)
+                                for _ in range(args.noise)]
+                        noise = f" {100 * min(accs):.2f} – {100 * max(accs):.2f} (mean {100 * np.mean(accs):.2f}) |"
                     gap_lines.append(f"| {key} | {steps} | {100 * float_acc:.2f} | " + " | ".join(cells)
-                                     + f" | {100 * acc:.2f} |")
+                                     + f" | {100 * acc:.2f} |" + noise)
     if args.gap:
         print("\n".join(gap_lines), flush=True)
         lines += gap_lines

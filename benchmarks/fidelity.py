@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from snncompile.backends import reference
 from snncompile.data import load
 from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effective_weight
 from snncompile.passes import pipeline
-from snncompile.passes.calibrate import AdvancedCalibration, BiasCorrection, channel_gain, channel_mean
+from snncompile.passes.calibrate import channel_gain, channel_mean
 from snncompile.passes.quantize import Quantize
 from snncompile.sim import snn as float_snn
 from snncompile.sim.ann import evaluate, forward
@@ -114,14 +113,14 @@ def torch_module(key):
     return module.eval()
 
 
-def spikingjelly_best(key, calib, x, y, steps_list):
-    """SpikingJelly 2.0 ann2snn per T: {T: (best accuracy, its mode)} over PEER_MODES."""
+def spikingjelly_modes(key, calib, x, y, steps_list):
+    """SpikingJelly 2.0 ann2snn per T and mode of PEER_MODES: {T: {mode: accuracy}}."""
     import contextlib
     import io
 
     from spikingjelly.activation_based import ann2snn, functional
 
-    best = {}
+    accs = {steps: {} for steps in steps_list}
     data = torch.tensor(calib, dtype=torch.float32)
     loader = [(data[i:i + 64], None) for i in range(0, len(data), 64)]
     xt = torch.tensor(x, dtype=torch.float32)
@@ -136,10 +135,62 @@ def spikingjelly_best(key, calib, x, y, steps_list):
             with torch.no_grad():
                 for _ in range(steps):
                     out = out + snn(xt)
-            acc = float(np.mean(out.argmax(1).numpy() == y))
-            if acc > best.get(steps, (-1, ""))[0]:
-                best[steps] = (acc, name)
+            accs[steps][name] = float(np.mean(out.argmax(1).numpy() == y))
+    return accs
+
+
+def spikingjelly_best(key, calib, x, y, steps_list):
+    """SpikingJelly 2.0 ann2snn per T: {T: (best accuracy, its mode)} over PEER_MODES (the first
+    of equals)."""
+    best = {}
+    for steps, modes in spikingjelly_modes(key, calib, x, y, steps_list).items():
+        name = max(modes, key=lambda m: modes[m])
+        best[steps] = (modes[name], name)
     return best
+
+
+def spread(args) -> list[str]:
+    """Accuracy over ``args.calib_subsets`` disjoint calibration subsets of the train split (the
+    same test split): ours per calibration mode and SpikingJelly per mode, mean and range, and
+    SpikingJelly's best mode picked on the test split per subset (what the main table's `SJ best`
+    is). One calibration subset's numbers move by single test samples; this says by how many."""
+    lines = ["", f"Spread over {args.calib_subsets} disjoint calibration subsets of {args.calib_samples} train "
+             "samples each (same test split): mean accuracy % (min – max).", "",
+             "| model | T | ANN | " + " | ".join(f"ours {m}" for m in args.modes) + " | SJ "
+             + " | SJ ".join(f"{m}{' channel-wise θ/2' if cw else ''}" for m, cw, _ in PEER_MODES)
+             + " | SJ best on test, per subset |", "|---" * (4 + len(args.modes) + len(PEER_MODES)) + "|"]
+    print("\n".join(lines), flush=True)
+
+    def cell(values):
+        v = 100 * np.asarray(values)
+        return f"{v.mean():.2f} ({v.min():.2f} – {v.max():.2f})"
+
+    for key in args.models:
+        graph = load_model(ROOT / MODELS[key])
+        ds = load("digits", graph.shape(graph.input_names()[0]))
+        x, y = ds.test.x, ds.test.y
+        ann_acc = accuracy(forward(graph, x).numpy(), y)
+        ours = {(steps, m): [] for steps in args.steps for m in args.modes}
+        peer = {steps: [] for steps in args.steps}
+        for k in range(args.calib_subsets):
+            calib = ds.train.x[k * args.calib_samples:(k + 1) * args.calib_samples]
+            peer_k = spikingjelly_modes(key, calib, x, y, args.steps)
+            for steps in args.steps:
+                peer[steps].append(peer_k[steps])
+                snn = to_snn(graph, calib, Options(steps=steps, threshold=args.threshold,
+                                                   equalize_delays=args.equalize_delays))
+                for mode in args.modes:
+                    fixed, _ = run_mode(mode, graph, snn, calib, steps)
+                    logits, _ = reference.predict(fixed, x, total_steps(snn, steps), device="cpu", progress=False)
+                    ours[steps, mode].append(accuracy(logits, y))
+        for steps in args.steps:
+            names = list(peer[steps][0])
+            row = (f"| {key} | {steps} | {100 * ann_acc:.2f} | " + " | ".join(cell(ours[steps, m]) for m in args.modes)
+                   + " | " + " | ".join(cell([p[n] for p in peer[steps]]) for n in names)
+                   + f" | {cell([max(p.values()) for p in peer[steps]])} |")
+            lines.append(row)
+            print(row, flush=True)
+    return lines
 
 
 def dequantized(snn, fixed, parts):
@@ -213,8 +264,16 @@ def main() -> None:
     p.add_argument("--gap", action="store_true", help="also print the fixed-vs-float breakdown (mode none)")
     p.add_argument("--noise", type=int, default=0, metavar="K",
                    help="with --gap: also the float SNN's accuracy range over K draws of ±½-step weight noise")
+    p.add_argument("--calib-subsets", type=int, default=0, metavar="K",
+                   help="instead of the main table: the spread over K disjoint calibration subsets (digits models)")
     p.add_argument("--out", default=None, help="also write the tables (with a header) to this file")
     args = p.parse_args()
+    if args.calib_subsets:
+        lines = spread(args)
+        if args.out:
+            command = "python benchmarks/fidelity.py " + " ".join(sys.argv[1:])
+            Path(args.out).write_text(f"Produced by `{command}`.\n" + "\n".join(lines) + "\n")
+        return
 
     lines = [
         f"Digits test split; calibration on the first {args.calib_samples} samples of the train split; "

@@ -205,7 +205,7 @@ def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | No
     if options.calibrate not in CALIBRATIONS:
         raise SnnCompileError(f"--calibrate must be one of {', '.join(CALIBRATIONS)}, not '{options.calibrate}'")
     bias_exp = 6 if options.target == "netx" else None
-    mode, why = resolve_calibration(options.calibrate, snn, ann)
+    mode, why = resolve_calibration(options.calibrate, snn, ann, options.steps, len(calib))
     with phase("quantize"):
         # then each neuron starts depth·bias lower so its bias waits for its input (passes.latency;
         # netx files hold no initial potential)
@@ -266,18 +266,33 @@ def sweep_steps(graph: Graph, ds, calib: np.ndarray, options, steps_list, *, pro
 
 CALIBRATIONS = ("auto", "none", "light", "advanced")
 # --calibrate auto: advanced up to this many neurons (the digits models, 2-7 s of calibration on
-# 2 cores, the best or within one test sample of it at every T: benchmarks/results/fidelity.md),
-# none beyond (advanced took 12 min on ResNet-20's 188k neurons and did not beat no calibration)
+# 2 cores, the best or within one test sample of it at every T: benchmarks/results/fidelity.md)
 AUTO_ADVANCED_NEURONS = 50_000
 # ... and up to this many spiking layers (each costs 300 Adam steps and several fixed-point runs:
 # the digits models have 3 to 7; a 32×32 MobileNet-V2 with 52 took minutes)
 AUTO_ADVANCED_LAYERS = 12
 # ... and up to this many weights (Adam on a 64×64 AlexNet's 57 M took minutes in CI)
 AUTO_ADVANCED_WEIGHTS = 1_000_000
+# Beyond those, advanced still runs where the evidence is short (T ≤ L, the readout's synaptic
+# depth) and its cost, which grows with neurons × calibration samples, stays in minutes: up to
+# this many neuron·samples. ResNet-20 (188k neurons, 256 samples: 48 M) at T=4 / 8: 153 / 167 s of
+# calibration, 51.7 → 91.7 % and 91.7 → 95 % on 120 test samples (benchmarks/results/fidelity.md);
+# at T > L no calibration is already at the ANN (98.3 / 97.5 % at T=16 / 32, ANN 96.7 %)
+AUTO_ADVANCED_NEURON_SAMPLES = 2**26
+# ... and up to this many spiking layers: each costs 300 Adam steps and about six layer
+# simulations whatever its size (a 32×32 MobileNet-V2 at width 0.25, 52 layers, 32 samples:
+# 4 min of calibration in CI)
+AUTO_ADVANCED_DEEP_LAYERS = 32
+# ... unless the float SNN already agrees with the ANN on this share of the calibration samples
+# (measured by choose_delays where T ≤ L). ResNet-20: 56 / 84 / 96 % at T=4 / 8 / 16; advanced
+# lifted T=4 and 8 by 40 and 3.3 pp and scored at T=16 what no calibration scores (98.3 %)
+AUTO_ADVANCED_AGREEMENT = 0.95
 
 
-def resolve_calibration(requested: str, snn: Graph, ann: Graph | None) -> tuple[str, str | None]:
-    """(the calibration to run, why) for ``--calibrate requested``; only ``auto`` chooses."""
+def resolve_calibration(requested: str, snn: Graph, ann: Graph | None, steps: int | None = None,
+                        samples: int | None = None) -> tuple[str, str | None]:
+    """(the calibration to run, why) for ``--calibrate requested``; only ``auto`` chooses (with
+    ``steps``, T, and the calibration ``samples`` for the short-evidence rule)."""
     if requested != "auto":
         return requested, None
     if ann is None or any(op.neuron for _, op in ann.nodes()):
@@ -289,6 +304,22 @@ def resolve_calibration(requested: str, snn: Graph, ann: Graph | None) -> tuple[
     limits = f"{AUTO_ADVANCED_NEURONS:,} neurons, {AUTO_ADVANCED_WEIGHTS:,} weights, {AUTO_ADVANCED_LAYERS} layers"
     if neurons <= AUTO_ADVANCED_NEURONS and weights <= AUTO_ADVANCED_WEIGHTS and len(layers) <= AUTO_ADVANCED_LAYERS:
         return "advanced", f"auto: {size} (at most {limits}): advanced"
+    calibrated = [n for n in layers if n in ann]  # not relays (passes.equalize_delays)
+    work = sum(int(np.prod(snn.shape(n))) for n in calibrated) * (samples or 0)
+    if (steps is not None and samples is not None and weights <= AUTO_ADVANCED_WEIGHTS
+            and len(calibrated) <= AUTO_ADVANCED_DEEP_LAYERS and work <= AUTO_ADVANCED_NEURON_SAMPLES):
+        depth = latency_steps(snn)
+        delays = snn.metadata.get("delays", {})
+        agree = delays.get("agreement", {}).get(delays.get("kept"))
+        short = f"T={steps} ≤ L={depth} (short evidence)"
+        if agree is not None:  # the float SNN's class agreement with the ANN, measured by choose_delays
+            short += f", float SNN agrees with the ANN on {agree:.0%} of {delays.get('samples')} calibration samples"
+        if steps <= depth and (agree is None or agree < AUTO_ADVANCED_AGREEMENT):
+            return "advanced", (f"auto: {size}; {short}; {work:,} neuron·samples (at most "
+                                f"{AUTO_ADVANCED_NEURON_SAMPLES:,}): advanced (minutes)")
+        if steps <= depth:
+            return "none", (f"auto: {size}; {short} (at least {AUTO_ADVANCED_AGREEMENT:.0%}): none "
+                            "(advanced would cost minutes for little)")
     return "none", f"auto: {size} (beyond {limits}): none (advanced would cost minutes)"
 
 

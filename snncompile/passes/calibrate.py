@@ -37,6 +37,12 @@ advanced (``AdvancedCalibration``), per layer:
 
 The authors' code calibrates in floating point and then (on GPUs) never quantizes; the numbers in
 benchmarks/results/fidelity.md are measured on the fixed-point graph after every step here.
+
+Cost: every measurement of layer l is exact and simulates layer l alone, fed by the recorded spike
+trains of the layers before it (``Layerwise``; they are final once calibrated), instead of the
+whole prefix; weight calibration and large simulations use torch's threads above
+``sim.ann.PARALLEL_MACS``. ResNet-20 (188k neurons, 19 layers, 256 samples) at T=8: advanced
+654 s → 167 s, the same graphs on the digits models (hashed).
 """
 
 from __future__ import annotations

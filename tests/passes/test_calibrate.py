@@ -81,7 +81,6 @@ from snncompile.passes.calibrate import (  # noqa: E402
     layer_errors,
     measure,
     objective,
-    rates,
 )
 from tests.builders import make_resnet  # noqa: E402
 
@@ -230,3 +229,40 @@ def test_layerwise_measurements_equal_the_prefix_simulations(digits_image):
         held.append(len(prefix.trains))
     assert np.count_nonzero(measure(graph, calib, STEPS).counts[layers[1]]) > 0  # not a silent network
     assert max(held) < len(layers)
+
+
+def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evidence_is_short(digits_image,
+                                                                                             monkeypatch):
+    """--calibrate auto on a network past the small-model limits (here: the limits lowered below the
+    digits ResNet) runs advanced where T <= L and the float SNN (measured by choose_delays) agrees
+    with the ANN on fewer than AUTO_ADVANCED_AGREEMENT of the calibration samples, and where the
+    cost (neurons × samples, layers, weights) is bounded; none otherwise, and says why."""
+    from snncompile import compiler
+    from snncompile.compiler import Options, resolve_calibration, to_snn
+    from snncompile.ir.timing import latency_steps
+
+    ann = make_resnet(seed=3)
+    calib = digits_image.train.x[:64]
+    monkeypatch.setattr(compiler, "AUTO_ADVANCED_NEURONS", 10)
+    snn = to_snn(ann, calib, Options(steps=2))
+    depth = latency_steps(snn)
+    assert depth >= 2
+    agree = snn.metadata["delays"]["agreement"][snn.metadata["delays"]["kept"]]
+    mode, why = resolve_calibration("auto", snn, ann, 2, 64)
+    assert (mode == "advanced") == (agree < compiler.AUTO_ADVANCED_AGREEMENT) and "T=2 ≤ L" in why
+    # the same network told it agrees less / more
+
+    def told(share):
+        builder = snn.edit()
+        delays = snn.metadata["delays"]
+        builder.metadata = {**builder.metadata, "delays": {**delays, "agreement": {delays["kept"]: share}}}
+        return builder.build()
+
+    low = told(0.5)
+    assert resolve_calibration("auto", low, ann, 2, 64)[0] == "advanced"
+    mode, why = resolve_calibration("auto", told(0.99), ann, 2, 64)
+    assert mode == "none" and "99%" in why
+    # long evidence, too many neuron·samples, an explicit request
+    assert resolve_calibration("auto", low, ann, depth + 1, 64)[0] == "none"
+    assert resolve_calibration("auto", low, ann, 2, compiler.AUTO_ADVANCED_NEURON_SAMPLES)[0] == "none"
+    assert resolve_calibration("light", low, ann, 2, 64) == ("light", None)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import sys
 import tempfile
 import warnings

@@ -157,8 +157,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="calibration measured in Loihi 2 fixed point: light = per-channel bias "
                    "correction; advanced = layer-wise weight calibration (Adam), potential "
                    "initialization and bias correction; each keeps the uncalibrated graph where "
-                   "that is closer to the ANN. auto (default): advanced up to 50,000 neurons, 1 M weights and 12 layers, "
-                   "none beyond")
+                   "that is closer to the ANN. auto (default): advanced up to 50,000 neurons, 1 M weights and 12 layers; "
+                   "beyond, advanced where T <= L and the float SNN agrees with the ANN on < 95 %% of the "
+                   "calibration samples, within 1 M weights, 32 layers, 2**26 neuron-samples; none otherwise")
     p.add_argument("--equalize-delays", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                    help="relay layers make every path into a neuron equally deep, so the SNN is the "
                    "delay-free one shifted by its depth (ResNet-20 at T=8: float SNN 59 -> 86 %%; costs "

@@ -4,7 +4,6 @@ absent (a new one) or exactly as it was (an earlier run's), no staging folder be
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -4,10 +4,8 @@ exit 2, one line naming the entry, no output, no byte of the secret file anywher
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
-import time
 
 import h5py
 import nir

@@ -152,7 +152,7 @@ def equalize_mode(value: bool | str) -> str:
 def choose_delays(ann_graph: Graph, snn: Graph, calib: np.ndarray, steps: int) -> Graph:
     """--equalize-delays auto: where T <= L, the converted SNN with relay layers on its shorter
     paths, or without, whichever float SNN is closer to the ANN on the calibration data (class agreement,
-    then the output's mean squared error within 2 % agreement, as passes.calibrate.closest).
+    then the output's mean squared error within 2 % agreement, as passes.calibrate.closest_outputs).
     Relays help where the evidence is short (ResNet-20 at T=8: float SNN 59 -> 86 % on the test
     split) and cost where the mismatched paths' head start helps (T=16: 98 -> 91 %)."""
     from snncompile.passes.calibrate import closest_outputs

@@ -61,6 +61,7 @@ from snncompile.ir.ops import BiasEncoder, Conv2d, Dense, FixedConv2d, FixedDens
 from snncompile.ir.timing import depths, latency_steps
 from snncompile.sim import fixed
 from snncompile.sim.ann import PARALLEL_MACS, evaluate, forward, threads_for
+from snncompile.sim.trace import Trace
 from snncompile.targets.loihi2 import LOIHI2
 
 
@@ -152,6 +153,7 @@ class Layerwise:
         self.trains: dict[str, torch.Tensor] = {}
         self.done: set[str] = set()  # recorded (their trains may be dropped since)
         self.readers: dict[str, set[str]] = {}  # neuron -> the neurons its synapses feed
+        self.pending: list[tuple[Graph, str, torch.Tensor]] = []  # measure_final's trains
         for name in graph.find(LoihiNeuron):
             for src in self._sources(graph, name):
                 self.readers.setdefault(src, set()).add(name)
@@ -162,14 +164,14 @@ class Layerwise:
                 if isinstance(graph.op(s), (FixedDense, FixedConv2d))]
 
     def _local(self, graph: Graph, layer: str) -> Graph:
-        """``layer`` with its synapses (and Flattens) and its source neurons, inputs cut, and its
-        host side (BiasEncoder, host layers, Input)."""
+        """``layer`` with its synapses (and Flattens) and its source neurons, inputs cut, its
+        host side (BiasEncoder, host layers, Input) and the Output it feeds, if any."""
         import networkx as nx
 
         from snncompile.ir.graph import GraphBuilder
 
         sources = set(self._sources(graph, layer))
-        keep = {layer} | sources
+        keep = {layer} | sources | {o for o in graph.output_names() if graph.inputs(o) == [layer]}
         for s in graph.inputs(layer):
             if isinstance(graph.op(s), BiasEncoder):
                 keep |= {s} | nx.ancestors(graph.nx, s)
@@ -182,7 +184,7 @@ class Layerwise:
                 builder.add(name, graph.op(name), [] if name in sources else graph.inputs(name))
         return builder.build(verify=False)
 
-    def _run(self, graph: Graph, layer: str, steps: int, keep: bool) -> fixed.FixedResult:
+    def _run(self, graph: Graph, layer: str, steps: int, keep: bool, count: bool = True) -> fixed.FixedResult:
         sources = self._sources(graph, layer)
         for src in sources:
             if src not in self.trains:
@@ -192,7 +194,7 @@ class Layerwise:
         local = self._local(graph, layer)
         with threads_for(len(self.data) * synapse_macs(local, local.order())):
             return fixed.simulate(local, self.data, steps, device="cpu", record=False,
-                                  count_spikes=True, replay={s: self.trains[s] for s in sources},
+                                  count_spikes=count, replay={s: self.trains[s] for s in sources},
                                   keep={layer} if keep else frozenset())
 
     def measure(self, graph: Graph, layer: str) -> fixed.FixedResult:
@@ -200,9 +202,32 @@ class Layerwise:
         sources' delivered counts over T + depth(layer) steps."""
         return self._run(graph, layer, self.steps + self.depths[layer], keep=False)
 
+    def measure_final(self, graph: Graph, layer: str) -> fixed.FixedResult:
+        """``measure``'s counts of ``layer`` alone (its sources' are left out), from a run that
+        goes on to T + L steps and keeps the layer's train: a ``commit`` of this very ``graph``
+        then costs nothing. (A layer's spikes at a step do not depend on how long the run lasts,
+        so the first T + depth steps are ``measure``'s run; a test compares them.) For the last
+        measurements of a layer, one of which calibration keeps."""
+        n = self.steps + self.depths[layer]
+        train = self._run(graph, layer, self.total, keep=True).trains[layer]
+        self.pending.append((graph, layer, train))
+        counts = train[:n].sum(0, dtype=torch.int64).numpy()
+        return fixed.FixedResult(trace=Trace(steps=n), steps=n, counts={layer: counts})
+
+    def output(self, graph: Graph) -> np.ndarray:
+        """``_outputs(graph, data, steps)`` once every calibrated layer is final: the output layer
+        alone, fed by the recorded trains (a test compares the two)."""
+        (out,) = graph.output_names()
+        (src,) = graph.inputs(out)
+        readout = graph.op(src).readout
+        run = self._run(graph, src, self.total, keep=False, count=not readout)
+        return _output_of(graph, src, run, self.steps)
+
     def commit(self, graph: Graph, layer: str) -> None:
         """Record ``layer``'s train as it is in ``graph`` (final from here on)."""
-        self.trains[layer] = self._run(graph, layer, self.total, keep=True).trains[layer]
+        kept = [t for g, name, t in self.pending if g is graph and name == layer]
+        self.pending = []
+        self.trains[layer] = kept[0] if kept else self._run(graph, layer, self.total, keep=True).trains[layer]
         self.done.add(layer)
         for src in self._sources(graph, layer):
             if src in self.trains and self.readers.get(src, set()) <= self.done:
@@ -308,13 +333,27 @@ class BiasCorrection:
     bias_exp: int | None = None  # as in Quantize: a fixed bias exponent (netx: 6)
     progress: bool = False
     # keep the uncalibrated graph where its output is closer to the ANN's on the calibration data
-    # (``closest``): on the CIFAR ResNet-20 light scored 25 / 66 / 90 % at T=8/16/32 against 40 /
+    # (``closest_outputs``): on the CIFAR ResNet-20 light scored 25 / 66 / 90 % at T=8/16/32 against 40 /
     # 89 / 97.5 % uncalibrated (benchmarks/results/fidelity.md)
     versus_none: bool = True
     name: str = "bias_correction"
 
     def __call__(self, graph: Graph) -> Graph:
         start = graph
+        graph, prefix = self.correct(graph)
+        corrections = graph.metadata["bias_correction"]
+        if self.versus_none and corrections:
+            outputs = {"light": prefix.output(graph), "none": _outputs(start, self.data, self.steps)}
+            kept, whole = closest_outputs(forward(self.ann, self.data).numpy(), outputs)
+            builder = (start if kept == "none" else graph).edit()
+            builder.metadata = {**builder.metadata, "bias_correction": corrections, "bias_correction_whole": whole}
+            graph = builder.build()
+        return graph
+
+    def correct(self, graph: Graph) -> tuple[Graph, Layerwise]:
+        """The bias-corrected graph (metadata ``bias_correction``: the mean |error| per layer),
+        and the Layerwise that measured it (its ``output`` is the graph's, at the cost of one
+        layer)."""
         layers = calibratable(graph, self.ann)
         targets = activations(self.ann, self.data, layers)
         corrections = {}
@@ -326,16 +365,9 @@ class BiasCorrection:
             corrections[layer] = float(np.abs(err).mean())
             if layer != layers[-1]:
                 prefix.commit(graph, layer)
-        whole = None
-        if self.versus_none and layers:
-            kept, whole = closest(self.ann, self.data, self.steps, {"light": graph, "none": start})
-            if kept == "none":
-                graph = start
         builder = graph.edit()
         builder.metadata = {**builder.metadata, "bias_correction": corrections}
-        if whole is not None:
-            builder.metadata["bias_correction_whole"] = whole
-        return builder.build()
+        return builder.build(), prefix
 
 
 # --- weight calibration -------------------------------------------------------------------------
@@ -473,18 +505,11 @@ def _apply(op, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torc
 AGREEMENT_MARGIN = 0.02  # of the calibration samples: a class-agreement difference that overrides the output error
 
 
-def closest(ann: Graph, data: np.ndarray, steps: int, candidates: dict[str, Graph]) -> tuple[str, dict]:
-    """The candidate whose output is closest to the ANN's on the calibration data: the highest
-    class agreement with the ANN, and among those within ``AGREEMENT_MARGIN`` of it, the smallest
-    mean squared error per step of evidence. Returns (its name, the measurements)."""
-    ann_out = forward(ann, data).numpy()
-    return closest_outputs(ann_out, {name: _outputs(candidate, data, steps) for name, candidate in candidates.items()})
-
-
 def closest_outputs(target: np.ndarray, outputs: dict[str, np.ndarray]) -> tuple[str, dict]:
-    """``closest``'s rule on outputs already computed (N, classes) against ``target``: the highest
-    class agreement, then among those within ``AGREEMENT_MARGIN`` of it the smallest mean squared
-    error (ties: the first). Returns (its name, the measurements)."""
+    """The candidate whose output (N, classes, on the calibration data) is closest to the ANN's
+    (``target``): the highest class agreement, then among those within ``AGREEMENT_MARGIN`` of it
+    the smallest mean squared error per step of evidence (ties: the first). Returns (its name,
+    the measurements)."""
     agree = {n: float(np.mean(out.argmax(1) == target.argmax(1))) for n, out in outputs.items()}
     mse = {n: float(np.mean((out - target) ** 2)) for n, out in outputs.items()}
     best = max(agree.values())
@@ -539,8 +564,8 @@ class AdvancedCalibration:
             graph = apply_bias(graph, layer, -err / channel_gain(graph, layer), self.bias_exp)
             entry["bias_correction_error"] = float(np.abs(err).mean())
             if light is not None:
-                ours = objective(graph, layer, prefix.measure(graph, layer), targets[layer], self.steps)
-                theirs = objective(light, layer, prefix.measure(light, layer), targets[layer], self.steps)
+                ours = objective(graph, layer, prefix.measure_final(graph, layer), targets[layer], self.steps)
+                theirs = objective(light, layer, prefix.measure_final(light, layer), targets[layer], self.steps)
                 entry["objective"] = {"advanced": ours, "light": theirs}
                 entry["kept"] = "advanced" if ours <= theirs else "light"
                 if theirs < ours:
@@ -551,20 +576,22 @@ class AdvancedCalibration:
             log[layer] = entry
         summary = {"layers": log}
         if self.versus_light and layers:
-            graph, summary["whole"] = self._versus_light(start, graph)
+            graph, summary["whole"] = self._versus_light(start, graph, prefix)
         builder = graph.edit()
         builder.metadata = {**builder.metadata, "advanced_calibration": summary}
         return builder.build()
 
-    def _versus_light(self, start: Graph, advanced: Graph) -> tuple[Graph, dict]:
+    def _versus_light(self, start: Graph, advanced: Graph, prefix: Layerwise) -> tuple[Graph, dict]:
         """Advanced's graph, light's (``BiasCorrection`` from ``start``) or the uncalibrated
-        ``start``, whichever output is closest to the ANN's (``closest``: class agreement, then mean
+        ``start``, whichever output is closest to the ANN's (``closest_outputs``: class agreement, then mean
         squared error per step of evidence within ``AGREEMENT_MARGIN``). (Class
         agreement alone is too coarse on 256 training samples: on the digits ResNet at T=8 light
         agreed on 4 more of them and scored 2.5 pp less on the test split.)"""
-        light = BiasCorrection(ann=self.ann, data=self.data, steps=self.steps, bias_exp=self.bias_exp,
-                               versus_none=False)(start)
-        kept, log = closest(self.ann, self.data, self.steps, {"advanced": advanced, "light": light, "none": start})
+        light, light_prefix = BiasCorrection(ann=self.ann, data=self.data, steps=self.steps,
+                                             bias_exp=self.bias_exp).correct(start)
+        outputs = {"advanced": prefix.output(advanced), "light": light_prefix.output(light),
+                   "none": _outputs(start, self.data, self.steps)}
+        kept, log = closest_outputs(forward(self.ann, self.data).numpy(), outputs)
         if kept == "light":  # its own bias corrections, under advanced's name
             builder = light.edit()
             builder.metadata = {k: v for k, v in builder.metadata.items() if k != "bias_correction"}
@@ -583,7 +610,11 @@ def _outputs(graph: Graph, data: np.ndarray, steps: int) -> np.ndarray:
     with threads_for(len(data) * synapse_macs(graph, graph.order())):
         run = fixed.simulate(graph, data, run_steps(graph, steps), device="cpu", record=False,
                              count_spikes=not op.readout)
-    if op.readout:
+    return _output_of(graph, src, run, steps)
+
+
+def _output_of(graph: Graph, src: str, run: fixed.FixedResult, steps: int) -> np.ndarray:
+    if graph.op(src).readout:
         return fixed.output_values(graph, run) / steps
     return rates(graph, src, run, steps)
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from snncompile.ir import LoihiNeuron, verify
 from snncompile.passes import pipeline
@@ -206,9 +207,11 @@ def test_layerwise_measurements_equal_the_prefix_simulations(digits_image):
     """Calibration measures each layer from its sources' recorded spike trains (Layerwise): the
     counts, and the sources' delivered counts, equal a simulation of the layer's whole prefix, on
     a residual network whose shortcut is relayed (relay neurons calibration never visits) and whose
-    biases wait for their input; trains are dropped once every reader has its own."""
+    biases wait for their input; trains are dropped once every reader has its own.
+    ``measure_final``'s counts are ``measure``'s and ``commit`` re-uses its train; ``output`` is
+    the whole graph's."""
     from snncompile.compiler import Options, fixed_point, to_snn
-    from snncompile.passes.calibrate import Layerwise
+    from snncompile.passes.calibrate import Layerwise, _outputs
 
     ann = make_resnet(seed=3)
     calib = digits_image.train.x[:64]
@@ -225,10 +228,20 @@ def test_layerwise_measurements_equal_the_prefix_simulations(digits_image):
         assert ours.counts_delivered.keys() <= theirs.counts_delivered.keys()
         for src in ours.counts_delivered:
             np.testing.assert_array_equal(ours.counts_delivered[src], theirs.counts_delivered[src])
-        prefix.commit(graph, layer)
+        final = prefix.measure_final(graph, layer)  # a T + L run: its first T + depth steps
+        assert final.steps == theirs.steps
+        np.testing.assert_array_equal(final.counts[layer], theirs.counts[layer])
+        kept = prefix.pending[-1][2]
+        assert torch.equal(kept, prefix._run(graph, layer, prefix.total, keep=True).trains[layer])
+        prefix.commit(graph, layer)  # the train measure_final kept, not a new run
+        assert prefix.trains[layer] is kept and not prefix.pending
         held.append(len(prefix.trains))
     assert np.count_nonzero(measure(graph, calib, STEPS).counts[layers[1]]) > 0  # not a silent network
     assert max(held) < len(layers)
+    # the output from the readout alone, its sources recorded on demand, is the whole graph's
+    whole = _outputs(graph, calib, STEPS)
+    assert np.abs(whole).max() > 0
+    np.testing.assert_array_equal(Layerwise(graph, calib, STEPS).output(graph), whole)
 
 
 def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evidence_is_short(digits_image,

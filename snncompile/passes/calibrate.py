@@ -41,8 +41,13 @@ benchmarks/results/fidelity.md are measured on the fixed-point graph after every
 Cost: every measurement of layer l is exact and simulates layer l alone, fed by the recorded spike
 trains of the layers before it (``Layerwise``; they are final once calibrated), instead of the
 whole prefix; weight calibration and large simulations use torch's threads above
-``sim.ann.PARALLEL_MACS``. ResNet-20 (188k neurons, 19 layers, 256 samples) at T=8: advanced
-654 s → 167 s, the same graphs on the digits models (hashed).
+``sim.ann.PARALLEL_MACS``. A layer's last two measurements (advanced's and light's result) run on
+to T + L steps and keep the layer's train, so that recording the one kept costs nothing
+(``Layerwise.measure_final``), and the whole-graph choice reads advanced's and light's outputs
+from the readout alone (``Layerwise.output``). ResNet-20 (188k neurons, 19 layers, 256 samples),
+advanced at T=8: 654 s → 167 s (Layerwise; one machine), then 305 s → 250 s (measure_final and
+output; a machine 1.6x slower); at T=32 416 s → 329 s there (under cProfile; 320 s without).
+The same graphs and choices on the digits models and on ResNet-20 at T=8 (hashed).
 """
 
 from __future__ import annotations

@@ -358,12 +358,14 @@ class BiasCorrection:
             graph = builder.build()
         return graph
 
-    def correct(self, graph: Graph) -> tuple[Graph, Layerwise]:
+    def correct(self, graph: Graph, targets: dict[str, np.ndarray] | None = None) -> tuple[Graph, Layerwise]:
         """The bias-corrected graph (metadata ``bias_correction``: the mean |error| per layer),
         and the Layerwise that measured it (its ``output`` is the graph's, at the cost of one
-        layer)."""
+        layer). ``targets``: the ANN's activations of the calibratable layers, where the caller
+        has them already."""
         layers = calibratable(graph, self.ann)
-        targets = activations(self.ann, self.data, layers)
+        if targets is None:
+            targets = activations(self.ann, self.data, layers)
         corrections = {}
         prefix = Layerwise(graph, self.data, self.steps)
         for layer in report_progress.track(layers, "bias correction", self.progress, unit="layers", note=str):
@@ -584,19 +586,20 @@ class AdvancedCalibration:
             log[layer] = entry
         summary = {"layers": log}
         if self.versus_light and layers:
-            graph, summary["whole"] = self._versus_light(start, graph, prefix)
+            graph, summary["whole"] = self._versus_light(start, graph, prefix, targets)
         builder = graph.edit()
         builder.metadata = {**builder.metadata, "advanced_calibration": summary}
         return builder.build()
 
-    def _versus_light(self, start: Graph, advanced: Graph, prefix: Layerwise) -> tuple[Graph, dict]:
+    def _versus_light(self, start: Graph, advanced: Graph, prefix: Layerwise,
+                      targets: dict[str, np.ndarray]) -> tuple[Graph, dict]:
         """Advanced's graph, light's (``BiasCorrection`` from ``start``) or the uncalibrated
         ``start``, whichever output is closest to the ANN's (``closest_outputs``: class agreement, then mean
         squared error per step of evidence within ``AGREEMENT_MARGIN``). (Class
         agreement alone is too coarse on 256 training samples: on the digits ResNet at T=8 light
         agreed on 4 more of them and scored 2.5 pp less on the test split.)"""
         light, light_prefix = BiasCorrection(ann=self.ann, data=self.data, steps=self.steps,
-                                             bias_exp=self.bias_exp).correct(start)
+                                             bias_exp=self.bias_exp).correct(start, targets)
         outputs = {"advanced": prefix.output(advanced), "light": light_prefix.output(light),
                    "none": _outputs(start, self.data, self.steps)}
         kept, log = closest_outputs(forward(self.ann, self.data).numpy(), outputs)

@@ -2,9 +2,10 @@
 
 Mapping (shared DESIGN §2; every layout fact below is pinned in tests/backends/test_lava_backend.py):
 
-- ``LoihiNeuron`` reset ZERO (readouts included) -> ``lava.proc.lif.process.LIF``
-  (fixed_pt model PyLifModelBitAcc; one threshold per population, so vth must be uniform);
-  reset SUBTRACT -> ``SubtractiveLIF`` (processes.py; per-neuron vth).
+- ``LoihiNeuron`` reset ZERO (readouts included) -> ``RecordedLIF`` (processes.py): Lava's
+  ``LIF`` process, its fixed_pt model PyLifModelBitAcc plus recording; one threshold per
+  population, so vth must be uniform); reset SUBTRACT -> ``SubtractiveLIF`` (processes.py;
+  per-neuron vth).
   du, dv, vth, bias_mant, bias_exp come from the op; a neuron fed by a ``BiasEncoder`` takes
   bias_mant/bias_exp from that sample's encoding instead; v starts at ``v_init``, u at 0.
 - ``FixedDense`` -> ``Dense(weights, weight_exp, num_weight_bits=8, sign_mode=MIXED,
@@ -24,8 +25,8 @@ Mapping (shared DESIGN §2; every layout fact below is pinned in tests/backends/
 
 Trace semantics (what the reference simulator must reproduce): step t = 0 .. steps-1 is Lava
 time step t+1; ``spikes[t]`` is the population's s_out sent at step t and ``v[t]`` its v after
-step t's reset, both as Lava's Monitor would record them (processes.Recorder reads them the
-same way), transposed back to the IR's layout.
+step t's reset, both as Lava's Monitor would record them (the models write them as they compute
+them: processes.Recording), transposed back to the IR's layout.
 A synaptic layer delivers at step t+1 the spikes it received at step t.
 """
 
@@ -50,12 +51,12 @@ from lava.magma.core.run_conditions import RunSteps  # noqa: E402
 from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
 from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.dense.process import Dense  # noqa: E402
-from lava.proc.lif.process import LIF  # noqa: E402
 from lava.utils.weightutils import SignMode, clip_weights, truncate_weights  # noqa: E402
 
 from snncompile.runtime import progress as report_progress  # noqa: E402
 from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source  # noqa: E402
-from snncompile.backends.lava.processes import Recorder, SubtractiveLIF  # noqa: E402
+from snncompile.backends.lava.processes import RecordedLIF, SubtractiveLIF  # noqa: E402
+from snncompile.backends.lava import fastconv  # noqa: E402
 from snncompile.backends.run_on_loihi import lava_groups  # noqa: E402  (one copy, in the standalone script)
 from snncompile.errors import BackendError, Problem  # noqa: E402
 from snncompile.runtime.interrupts import Interrupted, forget, on_hard_exit, stop_children  # noqa: E402
@@ -249,26 +250,26 @@ def check_graph(graph: Graph) -> None:
 
 @dataclass
 class LavaNetwork:
-    """The Lava processes: a population per LoihiNeuron, a Recorder (processes.py) per population
-    writing its spikes and v into ``workdir``."""
+    """The Lava processes: a population per LoihiNeuron, each writing its spikes and v into a
+    file of ``workdir`` as it computes them (processes.py ``Recording``)."""
 
     graph: Graph
     workdir: str
-    steps: int  # the steps the recorders hold (all samples')
+    steps: int  # the steps the record files hold (all samples')
     populations: dict[str, object] = field(default_factory=dict)
     synapses: dict[str, object] = field(default_factory=dict)
-    recorders: dict[str, Recorder] = field(default_factory=dict)
+    records: dict[str, str] = field(default_factory=dict)  # neuron name -> its record file
     components: list[list[str]] = field(default_factory=list)  # neuron names per connected part
 
     def run(self, steps: int, samples: list[dict] | None = None,
             done: Callable[[], None] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Run every connected part for ``steps`` steps; (spikes, v) per neuron, IR layout,
-        shape (steps, *IR shape), as the Recorders recorded them.
+        shape (steps, *IR shape), as the populations recorded them.
 
         ``samples``: the host-side input of each further sample ({BiasEncoder: (mant, exp)}); the
         same compiled network then runs them one after another, its state reset between samples
         (every neuron's u and v, every synapse's one-step buffer, the input bias: what Lava lets a
-        paused runtime ``set``), and the recorders, sized for all of them, record
+        paused runtime ``set``), and the record files, sized for all of them, hold
         (1 + len(samples))·steps steps. ``done`` is called after each sample's run."""
         spikes: dict[str, np.ndarray] = {}
         v: dict[str, np.ndarray] = {}
@@ -320,10 +321,9 @@ class LavaNetwork:
                     buffer.set(np.zeros(buffer.shape))
 
     def _read(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(spikes, v) of one population, (steps, *IR shape), from its Recorder's file."""
-        rec = self.recorders[name]
-        data = np.array(np.memmap(rec.proc_params["path"], dtype=np.int64, mode="r",
-                                  shape=(2, self.steps, *rec.proc_params["shape"])))
+        """(spikes, v) of one population, (steps, *IR shape), from its record file."""
+        data = np.array(np.memmap(self.records[name], dtype=np.int64, mode="r",
+                                  shape=(2, self.steps, *lava_shape(self.graph.shape(name)))))
         return from_lava(data[0], lead=1), from_lava(data[1], lead=1)
 
 
@@ -384,7 +384,8 @@ def _failure(anchor, exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp):
+def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp, record: str, steps: int):
+    """The population of ``op``, recording each step into the file ``record`` (``steps`` steps)."""
     kw = dict(
         shape=lava_shape(shape),
         u=0,
@@ -394,17 +395,20 @@ def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp):
         bias_mant=to_lava(bias_mant),
         bias_exp=to_lava(bias_exp),
         name=name,
+        record=record,
+        steps=int(steps),
     )
     if op.reset == Reset.ZERO:
-        return LIF(vth=int(op.vth.flat[0]), **kw)
+        return RecordedLIF(vth=int(op.vth.flat[0]), **kw)
     return SubtractiveLIF(vth=to_lava(op.vth), **kw)
 
 
 def build_network(graph: Graph, bias: dict[str, tuple[np.ndarray, np.ndarray]], steps: int,
                   workdir: str) -> LavaNetwork:
     """Lava processes for one sample. ``bias`` maps each BiasEncoder to (mant, exp) for this
-    sample, in the IR's shape; ``steps``: how many steps the recorders hold; their files go to
+    sample, in the IR's shape; ``steps``: how many steps the record files hold; they go to
     the existing folder ``workdir``. The graph must pass ``check_graph``."""
+    fastconv.install()  # Lava's Conv model, its convolution vectorized; its processes inherit it
     net = LavaNetwork(graph, str(workdir), int(steps))
     for name, op in graph.nodes():
         if not isinstance(op, LoihiNeuron):
@@ -413,19 +417,15 @@ def build_network(graph: Graph, bias: dict[str, tuple[np.ndarray, np.ndarray]], 
         for src in graph.inputs(name):
             if isinstance(graph.op(src), BiasEncoder):
                 mant, exp = bias[src]
-        proc = _neuron_process(name, op, graph.shape(name), mant, exp)
+        path = os.path.join(workdir, f"{len(net.records)}.rec")
+        np.memmap(path, dtype=np.int64, mode="w+", shape=(2, steps, *lava_shape(graph.shape(name)))).flush()
+        proc = _neuron_process(name, op, graph.shape(name), mant, exp, path, steps)
         net.populations[name] = proc
         for src in graph.inputs(name):
             if isinstance(graph.op(src), (FixedDense, FixedConv2d)):
                 synapse = _synapse(graph, src, net)
                 synapse.a_out.connect(proc.a_in)
-        path = os.path.join(workdir, f"{len(net.recorders)}.rec")
-        shape = lava_shape(graph.shape(name))
-        np.memmap(path, dtype=np.int64, mode="w+", shape=(2, steps, *shape)).flush()
-        recorder = Recorder(shape=shape, steps=steps, path=path, name=f"{name}::record")
-        proc.s_out.connect(recorder.s_in)
-        recorder.v_ref.connect_var(proc.v)
-        net.recorders[name] = recorder
+        net.records[name] = path
     net.components = _components(graph)
     return net
 

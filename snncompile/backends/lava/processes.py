@@ -1,4 +1,5 @@
-"""A Lava LIF neuron with reset by subtraction, which Lava 0.10 does not provide.
+"""A Lava LIF neuron with reset by subtraction, which Lava 0.10 does not provide, and Lava's LIF
+and this one recording their spikes and v where they compute them (``Recording``).
 
 ``SubtractiveLIF`` has the Vars and ports of ``lava.proc.lif.process.LIF`` (a_in, s_out, u, v,
 du, dv, bias_mant, bias_exp, vth) with one difference: ``vth`` holds one threshold per neuron
@@ -25,16 +26,49 @@ from snncompile.backends.lava import compat
 compat.install()
 
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
-from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
-from lava.magma.core.model.py.ports import PyInPort, PyOutPort, PyRefPort  # noqa: E402
-from lava.magma.core.process.ports.ports import InPort, RefPort  # noqa: E402
-from lava.magma.core.process.process import AbstractProcess  # noqa: E402
+from lava.magma.core.model.py.ports import PyOutPort  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
 from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
-from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat  # noqa: E402
-from lava.proc.lif.process import AbstractLIF  # noqa: E402
+from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat, PyLifModelBitAcc  # noqa: E402
+from lava.proc.lif.process import LIF, AbstractLIF  # noqa: E402
+
+
+class Recording:
+    """Mixin of the fixed-point neuron models: after each step's ``run_spk`` (Lava's own code,
+    unchanged), that step's spikes and membrane potential after the reset go into the file
+    ``proc_params["record"]`` (when given), int64[2, steps, *shape] (spikes, v), step t at index
+    ``time_step - 1``; the host maps it after the run.
+
+    Lava's ``Monitor`` keeps what it records in a Var, and ``Monitor.get_data`` brings that Var
+    to the host through Lava 0.10's ``Var.get``, which sends an array one element per channel
+    message (``AbstractPyProcessModel._get_var``: "FIXME: send a whole vector"): 60 s for the
+    11 steps of a ResNet-20 sample. A separate recording process (an InPort on ``s_out``, a
+    RefPort on ``v`` read in the post-management phase, as ``PyMonitorModel`` does) costs one
+    more process per population and a management phase every step: a 32×32 MobileNet-V2
+    (149 populations) ran 6 min a sample that way, most of it Lava's per-step synchronisation of
+    ~450 processes on 2 cores. Recording where the values are computed reads the same numbers
+    (``s_out_buff`` is what ``run_spk`` sends, ``v`` what a RefPort reads in that step's
+    management phase) without either."""
+
+    def _record(self):
+        record = getattr(self, "_record_file", False)
+        if record is False:  # opened in the model's own process (Lava forks one per model)
+            path = self.proc_params.get("record")
+            record = None
+            if path is not None:
+                shape = (2, self.proc_params["steps"], *self.proc_params["shape"])
+                record = np.memmap(path, dtype=np.int64, mode="r+", shape=shape)
+            self._record_file = record
+        return record
+
+    def run_spk(self) -> None:
+        super().run_spk()
+        record = self._record()
+        if record is not None:
+            record[0, self.time_step - 1] = self.s_out_buff
+            record[1, self.time_step - 1] = self.v
 
 
 class SubtractiveLIF(AbstractLIF):
@@ -56,8 +90,9 @@ class SubtractiveLIF(AbstractLIF):
 @implements(proc=SubtractiveLIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("bit_accurate_loihi", "fixed_pt")
-class PySubtractiveLifModelBitAcc(AbstractPyLifModelFixed):
-    """Bit-accurate model: PyLifModelBitAcc's integer dynamics, reset by subtraction."""
+class PySubtractiveLifModelBitAcc(Recording, AbstractPyLifModelFixed):
+    """Bit-accurate model: PyLifModelBitAcc's integer dynamics, reset by subtraction; records
+    each step when built with ``record=path, steps=n`` (``Recording``)."""
 
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
@@ -93,49 +128,13 @@ class PySubtractiveLifModelFloat(AbstractPyLifModelFloat):
         self.v[:] = np.where(spike_vector, self.v - self.vth, self.v)
 
 
-class Recorder(AbstractProcess):
-    """Records one population's spikes and membrane potential, every step, into a file.
-
-    Lava's ``Monitor`` keeps what it records in a Var, and ``Monitor.get_data`` brings that Var to
-    the host through Lava 0.10's ``Var.get``, which sends an array one element per channel
-    message (``AbstractPyProcessModel._get_var``: "FIXME: send a whole vector"): 60 s for the
-    11 steps of a ResNet-20 sample. A Recorder reads the same values the same way (``s_in``
-    connected to the population's ``s_out``, received in the spiking phase; ``v_ref`` a RefPort on
-    its ``v``, read in the post-management phase, as ``PyMonitorModel`` does) and writes them
-    into a file-backed array the host maps after the run: ``path`` holds
-    int64[2, steps, *shape] (spikes, v), step t at index ``time_step - 1``.
-    """
-
-    def __init__(self, *, shape, steps: int, path: str, name=None) -> None:
-        super().__init__(shape=tuple(shape), steps=int(steps), path=str(path), name=name)
-        self.s_in = InPort(shape=tuple(shape))
-        self.v_ref = RefPort(shape=tuple(shape))
+class RecordedLIF(LIF):
+    """Lava's ``LIF`` process; its fixed-point model is Lava's ``PyLifModelBitAcc`` that also
+    records (``Recording``; pass ``record=path, steps=n``)."""
 
 
-@implements(proc=Recorder, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyRecorderModel(PyLoihiProcessModel):
-    """Writes each step's spikes (spiking phase) and v (post-management phase) to the file."""
+@implements(proc=RecordedLIF, protocol=LoihiProtocol)
+class PyRecordedLifModelBitAcc(Recording, PyLifModelBitAcc):
+    """``PyLifModelBitAcc`` (its tags, resources, types and code) recording each step."""
 
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, int)
-    v_ref: PyRefPort = LavaPyType(PyRefPort.VEC_DENSE, int)
-
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        self._record = None
-
-    def _out(self) -> np.ndarray:
-        if self._record is None:  # opened in the model's own process (Lava forks one per model)
-            shape = (2, self.proc_params["steps"], *self.proc_params["shape"])
-            self._record = np.memmap(self.proc_params["path"], dtype=np.int64, mode="r+", shape=shape)
-        return self._record
-
-    def run_spk(self) -> None:
-        self._out()[0, self.time_step - 1] = self.s_in.recv()
-
-    def post_guard(self) -> bool:
-        return True
-
-    def run_post_mgmt(self) -> None:
-        self._out()[1, self.time_step - 1] = self.v_ref.read()
+    implements_process = None  # inherited from PyLifModelBitAcc (LIF); ``implements`` sets ours

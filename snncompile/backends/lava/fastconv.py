@@ -33,22 +33,32 @@ def conv_exact(input_: np.ndarray, weight: np.ndarray, kernel_size, stride, padd
                groups: int) -> np.ndarray:
     """``lava.proc.conv.utils.conv_scipy(input_, weight, ...)``: input (X, Y, C), weight
     (K, kx, ky, C / groups), result (X', Y', K) float64."""
+    from lava.proc.conv import utils
+
     X, Y, C = input_.shape
-    K, kx, ky, _ = weight.shape  # kernel_size is (kx, ky)
+    K = weight.shape[0]
+    # conv_scipy's own shapes first, so that what fails there fails here the same way (a kernel
+    # size wrapped by Lava's int8 Var: "negative dimensions are not allowed")
+    shape = tuple(int(n) for n in utils.output_shape(input_.shape, K, kernel_size, stride, padding, dilation))
+    kx, ky = int(kernel_size[0]), int(kernel_size[1])
     sx, sy = int(stride[0]), int(stride[1])
     px, py = int(padding[0]), int(padding[1])
     dx, dy = int(dilation[0]), int(dilation[1])
+    ex, ey = dx * (kx - 1) + 1, dy * (ky - 1) + 1
+    np.zeros(shape), np.zeros((K, ex, ey, weight.shape[-1]))
     g = int(groups)
     if C % g != 0 or K % g != 0:
         raise Exception(f"Expected channels divisible by groups; found {C=}, {K=} and {g=}.")
-    ex, ey = dx * (kx - 1) + 1, dy * (ky - 1) + 1
     padded = np.pad(np.asarray(input_, dtype=np.float64), ((px, px), (py, py), (0, 0)))
     windows = sliding_window_view(padded, (ex, ey), axis=(0, 1))[::sx, ::sy, :, ::dx, ::dy]
     ox, oy = windows.shape[:2]
     windows = windows.reshape(ox, oy, g, C // g, kx, ky)
     kernel = np.asarray(weight, dtype=np.float64)[:, ::-1, ::-1, :].reshape(g, K // g, kx, ky, C // g)
     out = np.einsum("xygcab,gkabc->xygk", windows, kernel, optimize=True)
-    return np.ascontiguousarray(out.reshape(ox, oy, K))
+    out = out.reshape(ox, oy, K)
+    if out.shape != shape:  # conv_scipy's ``output[...] += temp`` would not broadcast
+        raise ValueError(f"operands could not be broadcast together with shapes {shape} {out.shape}")
+    return np.ascontiguousarray(out)
 
 
 def install() -> None:

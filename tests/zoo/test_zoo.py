@@ -69,20 +69,23 @@ def test_trained_vgg_style_cnn_with_pooling_between_convs(tmp_path):
 
 
 @pytest.mark.lava
-@pytest.mark.parametrize("name", ["resnet20", "vgg16", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg16", "mobilenet_v2", "resnet18"])
 def test_small_zoo_compiles_end_to_end_bit_exact(name, tmp_path, digits32):
     """ResNet-20 (identity and downsample shortcuts), VGG-16 (pools folded into convs and the
     classifier), MobileNetV2 (ReLU6, depthwise convs of more than Lava's 127 groups, linear
-    bottlenecks): Lava agrees with the reference on every spike and membrane value. At T=8 the
-    default calibration (--calibrate auto) is advanced on VGG-16 (T <= L, its float SNN short of
-    the ANN), none on ResNet-20 (its float SNN agrees with the ANN on all 32 samples) and on
-    MobileNetV2 (52 layers), so a calibrated graph is checked too; 30 Adam steps a layer instead
-    of 300 keep the test in CI's time (what is checked is exactness)."""
+    bottlenecks), torchvision's ResNet-18 at full width (its max-pool replaced by --maxpool avg;
+    11.5 M weights, 71 populations): Lava agrees with the reference on every spike and membrane
+    value. At T=8 the default calibration (--calibrate auto) is advanced on VGG-16 (T <= L, its
+    float SNN short of the ANN), none on ResNet-20 (its float SNN agrees with the ANN on all 32
+    samples), on MobileNetV2 (52 layers) and on ResNet-18 (11.5 M weights), so a calibrated
+    graph is checked too; 30 Adam steps a layer instead of 300 keep the test in CI's time (what
+    is checked is exactness)."""
     model = small(name)
     path = models.export(model, (3, SIZE, SIZE), tmp_path / f"{name}.pt2")
     out = tmp_path / "out"
+    extra = ("--maxpool", "avg") if name == "resnet18" else ()
     proc = snncompile(path, "--target", "loihi2", "--data", digits32, "--samples", 1, "--steps", 8,
-                      "--calib-samples", 32, "--calib-iterations", 30, "--chips", 64, "-o", out)
+                      "--calib-samples", 32, "--calib-iterations", 30, "--chips", 64, *extra, "-o", out)
     assert proc.returncode == 0, proc.stderr
     report = report_of(out)
     assert report["bit_exact"]["mismatches"] == 0, report["bit_exact"]

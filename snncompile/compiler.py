@@ -387,6 +387,10 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     """
     if options.target not in TARGETS:
         raise SnnCompileError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
+    for name in ("steps", "samples", "calib_samples"):
+        if int(getattr(options, name)) < 1:
+            raise SnnCompileError(f"Options.{name} must be at least 1, got {getattr(options, name)} "
+                                  f"(the CLI's --{name.replace('_', '-')})")
     check_outdir(outdir, inputs=(model, options.data, options.calib_data))
     timings = {}
     # each phase's start, progress and seconds; log lines held back until the checks below pass

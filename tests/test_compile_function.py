@@ -65,3 +65,12 @@ def test_unknown_option_is_a_type_error_and_bad_target_a_compile_error(trained_m
         snncompile.compile(trained_mlp, stepz=8)
     with pytest.raises(SnnCompileError, match="unknown target"):
         snncompile.compile(trained_mlp, target="tpu", steps=4, progress=False)
+
+
+@pytest.mark.parametrize("option", ["samples", "steps", "calib_samples"])
+def test_zero_samples_or_steps_is_a_compile_error_naming_the_option(trained_mlp, tmp_path, option):
+    """The CLI refuses 0 in its parser; the API said nothing and failed inside numpy (samples=0:
+    'need at least one array to stack', after the whole compile)."""
+    with pytest.raises(SnnCompileError, match=rf"Options\.{option} must be at least 1, got 0"):
+        snncompile.compile(trained_mlp, outdir=tmp_path / "out", **{option: 0}, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -555,3 +555,43 @@ def test_graphs_beyond_lavas_exact_integer_range_are_refused():
     b.add("output", Output(), ["n2"])
     found = problems(b.build())
     assert [(p.node, "2**25" in p.hint) for p in found] == [("n2", True)]
+
+
+def test_what_the_populations_record_is_what_lavas_monitor_records(tmp_path):
+    """Each population writes its spikes and v as it computes them (processes.Recording) instead
+    of a separate recording process; Lava's own Monitor, probing the same populations' s_out and
+    v in the same run, reads the same numbers (both resets: SubtractiveLIF n2, RecordedLIF n3 and
+    the readout)."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.monitor.process import Monitor
+
+    from snncompile.backends.lava.build import build_network, from_lava, run_config
+
+    rng = np.random.default_rng(3)
+    g = _mixed_net(rng)
+    x = rng.normal(size=(1, 2, 6, 5))
+    steps = 6
+    encoded = encode_inputs(g, x)
+    bias = {enc: (np.asarray(m[0]), np.asarray(e[0])) for enc, (m, e, *_) in encoded.items()}
+    net = build_network(g, bias, steps, tmp_path)
+    names = ["n1", "n2", "n3", "ro_conv"]
+    monitors = {}
+    for name in names:
+        proc = net.populations[name]
+        monitors[name] = (Monitor(), Monitor())
+        monitors[name][0].probe(proc.s_out, steps)
+        monitors[name][1].probe(proc.v, steps)
+    anchor = net.populations["n1"]  # the conv part of the graph (the MLP is another Lava network)
+    try:
+        anchor.run(condition=RunSteps(num_steps=steps), run_cfg=run_config())
+        seen = {n: (from_lava(m[0].get_data()[net.populations[n].name]["s_out"], lead=1),
+                    from_lava(m[1].get_data()[net.populations[n].name]["v"], lead=1)) for n, m in monitors.items()}
+        recorded = {n: net._read(n) for n in names}
+    finally:
+        anchor.stop()
+    for n in names:
+        np.testing.assert_array_equal(recorded[n][0], seen[n][0], err_msg=n)
+        np.testing.assert_array_equal(recorded[n][1], seen[n][1], err_msg=n)
+    assert recorded["n2"][0].any() and recorded["n3"][0].any()
+    assert type(net.populations["n3"]).__name__ == "RecordedLIF"
+    assert type(net.populations["n2"]).__name__ == "SubtractiveLIF"

@@ -308,7 +308,8 @@ class LavaNetwork:
         for name in component:
             op = graph.op(name)
             proc = self.populations[name]
-            proc.u.set(np.zeros(proc.u.shape))
+            if int(op.du) != 4095:  # du = 4095: u = a_in·2**6 each step, the old u multiplied by 0
+                proc.u.set(np.zeros(proc.u.shape))  # (Lava sends a Var one element per message)
             proc.v.set(np.broadcast_to(to_lava(op.v_init), proc.v.shape).astype(float))
             for src in graph.inputs(name):
                 if isinstance(graph.op(src), BiasEncoder):

@@ -261,16 +261,14 @@ class LavaNetwork:
     records: dict[str, str] = field(default_factory=dict)  # neuron name -> its record file
     components: list[list[str]] = field(default_factory=list)  # neuron names per connected part
 
-    def run(self, steps: int, samples: list[dict] | None = None,
+    def run(self, steps: int, count: int = 1,
             done: Callable[[], None] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Run every connected part for ``steps`` steps; (spikes, v) per neuron, IR layout,
-        shape (steps, *IR shape), as the populations recorded them.
+        """Run every connected part for ``count`` samples of ``steps`` steps; (spikes, v) per
+        neuron, IR layout, shape (count·steps, *IR shape), as the populations recorded them.
 
-        ``samples``: the host-side input of each further sample ({BiasEncoder: (mant, exp)}); the
-        same compiled network then runs them one after another, its state reset between samples
-        (every neuron's u and v, every synapse's one-step buffer, the input bias: what Lava lets a
-        paused runtime ``set``), and the record files, sized for all of them, hold
-        (1 + len(samples))·steps steps. ``done`` is called after each sample's run."""
+        The samples run back to back in the same compiled network; each starts from a fresh
+        network's state with its own input (processes.Samples: ``build_network(samples=,
+        sample_steps=)``). ``done`` is called after each sample's run."""
         spikes: dict[str, np.ndarray] = {}
         v: dict[str, np.ndarray] = {}
         for component in self.components:
@@ -279,11 +277,7 @@ class LavaNetwork:
             on_hard_exit(abort)  # a signal whose raise is lost still stops this runtime
             try:
                 try:
-                    anchor.run(condition=RunSteps(num_steps=steps), run_cfg=run_config())
-                    if done is not None and component is self.components[-1]:
-                        done()
-                    for bias in samples or ():
-                        self._reset(component, bias)
+                    for _ in range(count):
                         anchor.run(condition=RunSteps(num_steps=steps), run_cfg=run_config())
                         if done is not None and component is self.components[-1]:
                             done()
@@ -301,25 +295,6 @@ class LavaNetwork:
             finally:
                 forget(abort)
         return spikes, v
-
-    def _reset(self, component: list[str], bias: dict) -> None:
-        """The state of a fresh network, and the next sample's input, set on a paused runtime."""
-        graph = self.graph
-        for name in component:
-            op = graph.op(name)
-            proc = self.populations[name]
-            if int(op.du) != 4095:  # du = 4095: u = a_in·2**6 each step, the old u multiplied by 0
-                proc.u.set(np.zeros(proc.u.shape))  # (Lava sends a Var one element per message)
-            proc.v.set(np.broadcast_to(to_lava(op.v_init), proc.v.shape).astype(float))
-            for src in graph.inputs(name):
-                if isinstance(graph.op(src), BiasEncoder):
-                    mant, exp = bias[src]
-                    proc.bias_mant.set(np.broadcast_to(to_lava(np.asarray(mant)), proc.bias_mant.shape).astype(float))
-                    proc.bias_exp.set(np.broadcast_to(to_lava(np.asarray(exp)), proc.bias_exp.shape).astype(float))
-                elif src in self.synapses:
-                    syn = self.synapses[src]
-                    buffer = syn.a_buff if hasattr(syn, "a_buff") else syn.a_buf
-                    buffer.set(np.zeros(buffer.shape))
 
     def _read(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(spikes, v) of one population, (steps, *IR shape), from its record file."""
@@ -385,8 +360,10 @@ def _failure(anchor, exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp, record: str, steps: int):
-    """The population of ``op``, recording each step into the file ``record`` (``steps`` steps)."""
+def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp, record: str, steps: int,
+                    sample_steps: int | None = None, sample_bias=None):
+    """The population of ``op``, recording each step into the file ``record`` (``steps`` steps),
+    a new sample every ``sample_steps`` steps (``sample_bias``: its (mant, exp) per sample)."""
     kw = dict(
         shape=lava_shape(shape),
         u=0,
@@ -398,6 +375,8 @@ def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp, reco
         name=name,
         record=record,
         steps=int(steps),
+        sample_steps=None if sample_steps is None else int(sample_steps),
+        sample_bias=sample_bias,
     )
     if op.reset == Reset.ZERO:
         return RecordedLIF(vth=int(op.vth.flat[0]), **kw)
@@ -405,22 +384,34 @@ def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp, reco
 
 
 def build_network(graph: Graph, bias: dict[str, tuple[np.ndarray, np.ndarray]], steps: int,
-                  workdir: str) -> LavaNetwork:
-    """Lava processes for one sample. ``bias`` maps each BiasEncoder to (mant, exp) for this
-    sample, in the IR's shape; ``steps``: how many steps the record files hold; they go to
-    the existing folder ``workdir``. The graph must pass ``check_graph``."""
+                  workdir: str, samples: list[dict] = (), sample_steps: int | None = None) -> LavaNetwork:
+    """Lava processes. ``bias`` maps each BiasEncoder to (mant, exp) for the first sample, in
+    the IR's shape; ``samples``: the same for each later sample, which runs after the one before
+    it from a fresh state, every ``sample_steps`` steps (processes.Samples); ``steps``: how many
+    steps the record files hold (all samples'); they go to the existing folder ``workdir``. The
+    graph must pass ``check_graph``."""
+    samples = list(samples)
+    if samples and not sample_steps:
+        raise BackendError("lava backend: several samples need sample_steps")
     fastconv.install()  # Lava's Conv model, its convolution vectorized; its processes inherit it
     net = LavaNetwork(graph, str(workdir), int(steps))
     for name, op in graph.nodes():
         if not isinstance(op, LoihiNeuron):
             continue
         mant, exp = op.bias_mant, op.bias_exp
+        per_sample = None
+        shape = lava_shape(graph.shape(name))
         for src in graph.inputs(name):
             if isinstance(graph.op(src), BiasEncoder):
                 mant, exp = bias[src]
+                if samples:
+                    per_sample = tuple(
+                        np.stack([np.broadcast_to(to_lava(np.asarray(b[src][i])), shape) for b in [bias, *samples]])
+                        for i in (0, 1))
         path = os.path.join(workdir, f"{len(net.records)}.rec")
-        np.memmap(path, dtype=np.int64, mode="w+", shape=(2, steps, *lava_shape(graph.shape(name)))).flush()
-        proc = _neuron_process(name, op, graph.shape(name), mant, exp, path, steps)
+        np.memmap(path, dtype=np.int64, mode="w+", shape=(2, steps, *shape)).flush()
+        proc = _neuron_process(name, op, graph.shape(name), mant, exp, path, steps,
+                               sample_steps=sample_steps, sample_bias=per_sample)
         net.populations[name] = proc
         for src in graph.inputs(name):
             if isinstance(graph.op(src), (FixedDense, FixedConv2d)):
@@ -493,9 +484,10 @@ def run_lava(graph: Graph, x: np.ndarray, steps: int, encoded: dict | None = Non
     """Simulate ``graph`` on Lava for each sample of ``x`` (N, *input shape), ``steps`` steps.
 
     ``encoded`` is ``snncompile.sim.ann.encode_inputs(graph, x)`` (computed when omitted).
-    One network is built and compiled, and runs the samples one after another, every neuron's u
-    and v, every synapse's buffer and the input bias set afresh in between (Lava lets a paused
-    runtime ``set`` any Var; the monitors record all samples' steps), so no state carries over.
+    One network is built and compiled, and runs the samples one after another, each from a fresh
+    network's state with its own input bias (processes.Samples: u = 0, v = v_init, no synaptic
+    input at a sample's first step, where the synapses' one-step buffers still hold the last
+    sample's spikes), so no state carries over; the populations record all samples' steps.
     Returns a Trace with
     spikes (int8) and v (int64) of shape (N, steps, *IR shape) per LoihiNeuron, and per Output
     the fed neuron's v after the last step, (N, *shape). ``progress`` shows a bar per sample;
@@ -532,8 +524,8 @@ def run_lava(graph: Graph, x: np.ndarray, steps: int, encoded: dict | None = Non
 
     try:
         with tempfile.TemporaryDirectory(prefix="snncompile-lava-") as workdir:
-            net = build_network(graph, biases[0], steps * n, workdir)
-            s, v = net.run(steps, samples=biases[1:], done=done)
+            net = build_network(graph, biases[0], steps * n, workdir, samples=biases[1:], sample_steps=steps)
+            s, v = net.run(steps, count=n, done=done)
     finally:
         ticker.close()
     for k in neurons:

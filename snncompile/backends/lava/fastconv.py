@@ -35,17 +35,18 @@ def conv_exact(input_: np.ndarray, weight: np.ndarray, kernel_size, stride, padd
     (K, kx, ky, C / groups), result (X', Y', K) float64."""
     from lava.proc.conv import utils
 
-    X, Y, C = input_.shape
+    C = input_.shape[2]
     K = weight.shape[0]
-    # conv_scipy's own shapes first, so that what fails there fails here the same way (a kernel
-    # size wrapped by Lava's int8 Var: "negative dimensions are not allowed")
     shape = tuple(int(n) for n in utils.output_shape(input_.shape, K, kernel_size, stride, padding, dilation))
     kx, ky = int(kernel_size[0]), int(kernel_size[1])
     sx, sy = int(stride[0]), int(stride[1])
     px, py = int(padding[0]), int(padding[1])
     dx, dy = int(dilation[0]), int(dilation[1])
     ex, ey = dx * (kx - 1) + 1, dy * (ky - 1) + 1
-    np.zeros(shape), np.zeros((K, ex, ey, weight.shape[-1]))
+    # conv_scipy allocates its output and dilated kernel first: a kernel size wrapped by Lava's
+    # int8 Var fails there, and fails here with numpy's words (without allocating every step)
+    if min(*shape, ex, ey) < 0:
+        raise ValueError("negative dimensions are not allowed")
     g = int(groups)
     if C % g != 0 or K % g != 0:
         raise Exception(f"Expected channels divisible by groups; found {C=}, {K=} and {g=}.")

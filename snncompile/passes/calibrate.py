@@ -217,10 +217,11 @@ class Layerwise:
         train = self._run(graph, layer, self.total, keep=True).trains[layer]
         self.pending.append((graph, layer, train))
         # step by step into uint8 (int32 past 255 steps): 30x faster than one bool sum at ResNet-20's size
-        counts = torch.zeros(train.shape[1:], dtype=torch.uint8 if n < 256 else torch.int32)
+        counts = torch.zeros_like(train[0], dtype=torch.uint8 if n < 256 else torch.int32)
         for t in range(n):
             counts += train[t].view(torch.uint8)
-        return fixed.FixedResult(trace=Trace(steps=n), steps=n, counts={layer: counts.to(torch.int64).numpy()})
+        return fixed.FixedResult(trace=Trace(steps=n), steps=n, counts={
+            layer: counts.to(torch.int64, memory_format=torch.contiguous_format).numpy()})
 
     def output(self, graph: Graph) -> np.ndarray:
         """``_outputs(graph, data, steps)`` once every calibrated layer is final: the output layer

@@ -83,6 +83,37 @@ def decay(x: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.div(x * keep, DECAY_UNITY, rounding_mode="trunc")
 
 
+def _layout(dev: torch.device, ndim: int) -> torch.memory_format:
+    """The memory layout of a (N, C, H, W) tensor in the simulator: channels-last on the CPU,
+    where oneDNN's convolutions run 1.5-3x faster in it (ResNet-20's 3x3 and strided 1x1 convs
+    on 256 samples, 2 threads; the sums are the same integers, exact in any order); torch's own
+    layout elsewhere and for other ranks. Only strides change: every value is where it was."""
+    return torch.channels_last if ndim == 4 and _on_host(dev) else torch.contiguous_format
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with its dimensions in memory order (a view): for whole-tensor reductions, whose
+    result does not depend on the order, without copying a channels-last tensor first."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1)
+    return x
+
+
+def _host(x: torch.Tensor) -> np.ndarray:
+    """An int64 numpy array of ``x`` in C order, whatever its device and layout."""
+    return x.to("cpu", torch.int64, memory_format=torch.contiguous_format).numpy()
+
+
+def _train(steps: int, n: int, shape: tuple, dev: torch.device) -> torch.Tensor:
+    """A host buffer for a neuron's spikes at every step, (steps, N, *shape) bool, each step
+    in the layout the simulator keeps the neuron in on ``dev`` (``_layout``), so that writing
+    a step and replaying it copy without reordering."""
+    if _layout(dev, 1 + len(shape)) == torch.channels_last:
+        c, h, w = shape
+        return torch.empty((steps, n, h, w, c), dtype=torch.bool).permute(0, 1, 4, 2, 3)
+    return torch.empty((steps, n) + tuple(shape), dtype=torch.bool)
+
+
 def _decayed(x: torch.Tensor, keep: int) -> torch.Tensor | None:
     """``decay(x, keep)`` with its exact shortcuts; None stands for zero."""
     if keep == 0:
@@ -139,9 +170,9 @@ class _Counts:
         if flags.dtype == torch.float32 and flags.numel() < FLOAT32_EXACT:
             # float32 0/1 spikes: every partial sum is an integer below 2**24, so the sum is
             # exact in any order (and several times faster than count_nonzero on floats)
-            count = flags.sum().to(torch.int64)
+            count = _dense(flags).sum().to(torch.int64)
         else:
-            count = torch.count_nonzero(flags)
+            count = torch.count_nonzero(_dense(flags))
         self.parts.setdefault(key, []).append(count)
 
 
@@ -238,6 +269,8 @@ class _Synapse:
         elif isinstance(op, FixedConv2d):
             # a non-negative exponent, folded into the weights (Lava's conv gets them so)
             self.weight = torch.tensor(effective_weight(op), dtype=self.dtype, device=dev)
+            self.layout = _layout(dev, 4)
+            self.weight = self.weight.contiguous(memory_format=self.layout)
             self.half = 2 ** (op.output_format.bits - 1)
             self.right_shift = 0
             self.wraps = peak >= self.half
@@ -262,11 +295,11 @@ class _Synapse:
 
     def __call__(self, spikes: torch.Tensor, counts: _Counts) -> torch.Tensor:
         """Integer synaptic input caused by ``spikes`` (N, *in shape) -> (N, *out shape)."""
-        s = spikes.to(self.dtype)
         if self.half is None:
+            s = spikes.to(self.dtype)
             acc = F.linear(s.reshape(s.shape[0], -1), self.weight)
         else:
-            acc = self._conv(s)
+            acc = self._conv(spikes.to(self.dtype, memory_format=self.layout))
         if self.round:
             acc = acc.round_()
         if self.out_dtype == torch.float32:
@@ -307,6 +340,7 @@ class _Neuron:
         the largest |a_in| its synapses can deliver, None when no synapse feeds it;
         ``float_inputs``: every synapse feeding it can deliver its a_in as exact float32."""
         shape = (n,) + op.vth.shape
+        layout = _layout(dev, len(shape))
         self.op = op
         # On the CPU reading a min/max costs no stall, so overflow tests and clips run only in
         # the steps that need them; on CUDA that read would block the queue: they always run.
@@ -338,18 +372,22 @@ class _Neuron:
             and self.keep_v in (0, DECAY_UNITY) and not self.check_u
             and max(v0, self.v_max) + u_bound + bias_bound < FLOAT32_EXACT and vth_bound < FLOAT32_EXACT
         ) else torch.int64
-        self.bias = torch.tensor(bias, dtype=self.dtype, device=dev) if bias_bound else None
-        self.v = torch.tensor(op.v_init, dtype=self.dtype, device=dev).expand(shape).clone()
+        self.bias = None
+        if bias_bound:  # (N, *shape) per sample, else (*shape): as (1, *shape), in v's layout
+            bias = torch.tensor(bias, dtype=self.dtype, device=dev)
+            self.bias = bias.reshape((-1,) + shape[1:]).contiguous(memory_format=layout)
+        self.v = torch.tensor(op.v_init, dtype=self.dtype, device=dev).expand(shape).clone(memory_format=layout)
         # Full-size, same dtype: torch's bool-by-int64 broadcast multiply is ~10x slower.
         vth = torch.tensor(op.vth, dtype=torch.int64, device=dev) << VTH_SHIFT
-        self.vth = vth.to(self.dtype).expand(shape).contiguous()
+        self.vth = vth.to(self.dtype).expand(shape).contiguous(memory_format=layout)
         # u is state only where it decays or may wrap; with du = 4095 and no wrap it is
         # a_in·64 each step, added to v directly.
-        self.u = torch.zeros(shape, dtype=self.dtype, device=dev) \
+        self.u = torch.zeros(shape, dtype=self.dtype, device=dev).contiguous(memory_format=layout) \
             if self.fed and (self.keep_u or self.check_u) else None
         # float32 spikes are written into one buffer, reused: a step's spikes are read (by the
         # synapses, the recorder, the counts) before the next step writes it.
-        self.spikes = torch.empty(shape, dtype=self.dtype, device=dev) if self.exact_float32 else None
+        self.spikes = torch.empty(shape, dtype=self.dtype, device=dev, memory_format=layout) \
+            if self.exact_float32 else None
 
     @property
     def exact_float32(self) -> bool:
@@ -361,7 +399,7 @@ class _Neuron:
             return True
         if x.numel() == 0:
             return False
-        least, most = torch.aminmax(x)
+        least, most = torch.aminmax(_dense(x))
         return bool(least < low) or bool(most > high)
 
     def step(self, a_in: torch.Tensor | None, counts: _Counts) -> torch.Tensor:
@@ -510,17 +548,18 @@ def simulate(
                    for s, syn in synapses.items()}
         recorder = _Recorder(neurons, steps, dev) if record else None
         # float32 counts of float32 spikes: exact (at most ``steps``), int64 once read
-        tally = {k: torch.zeros(nr.v.shape, dtype=nr.dtype if steps < FLOAT32_EXACT else torch.int64, device=dev)
+        tally = {k: torch.zeros_like(nr.v, dtype=nr.dtype if steps < FLOAT32_EXACT else torch.int64)
                  for k, nr in neurons.items()} \
             if count_spikes else {}
         delivered = {}
         replay = replay or {}
-        trains = {k: torch.empty((steps, n) + graph.shape(k), dtype=torch.bool) for k in keep}
+        trains = {k: _train(steps, n, graph.shape(k), dev) for k in keep}
         for t in range(steps):
             spikes = {}
             for name, neuron in neurons.items():
                 if name in replay:
-                    spikes[name] = replay[name][t].to(device=dev, dtype=neuron.dtype)
+                    spikes[name] = replay[name][t].to(device=dev, dtype=neuron.dtype,
+                                                      memory_format=_layout(dev, replay[name].dim() - 1))
                     if count_spikes:
                         if t == steps - 1:
                             delivered[name] = tally[name].clone()
@@ -543,7 +582,7 @@ def simulate(
         trace = Trace(steps=steps)
         for out in graph.find(Output):
             (src,) = graph.inputs(out)
-            trace.outputs[out] = neurons[src].v.to(torch.int64).cpu().numpy()
+            trace.outputs[out] = _host(neurons[src].v)
         _read_counts(counts, stats)
         if recorder is not None:
             recorder.fill(trace)
@@ -551,8 +590,8 @@ def simulate(
         stats.pop(name, None)
     result = FixedResult(trace=trace, stats=stats, steps=steps, trains=trains)
     if count_spikes:
-        result.counts = {k: v.to(torch.int64).cpu().numpy() for k, v in tally.items()}
-        result.counts_delivered = {k: v.to(torch.int64).cpu().numpy() for k, v in delivered.items()}
+        result.counts = {k: _host(v) for k, v in tally.items()}
+        result.counts_delivered = {k: _host(v) for k, v in delivered.items()}
     return result
 
 

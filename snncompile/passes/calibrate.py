@@ -47,6 +47,8 @@ to T + L steps and keep the layer's train, so that recording the one kept costs 
 from the readout alone (``Layerwise.output``). ResNet-20 (188k neurons, 19 layers, 256 samples),
 advanced at T=8: 654 s → 167 s (Layerwise; one machine), then 305 s → 250 s (measure_final and
 output; a machine 1.6x slower); at T=32 416 s → 329 s there (under cProfile; 320 s without).
+The exact simulator's channels-last layout on the CPU (sim/fixed.py ``_layout``): T=8 247 → 227 s,
+T=32 293 → 275 s (a quiet machine, the same graphs).
 The same graphs and choices on the digits models and on ResNet-20 at T=8 (hashed).
 """
 

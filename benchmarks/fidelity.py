@@ -11,7 +11,9 @@ Calibration modes (snncompile/passes/calibrate.py), all measured on the fixed-po
 - light (float): the same bias correction computed on the *float* SNN and then quantized, as the
   authors' code would do it: the difference to ``light`` is what calibrating in fixed point buys;
 - advanced: weight calibration (Adam, weights rounded to the chip's format inside the loop),
-  potential initialization and bias correction, all on the fixed-point graph.
+  potential initialization and bias correction, all on the fixed-point graph;
+- auto: what the compiler's default (``--calibrate auto``, ``compiler.resolve_calibration``)
+  chooses for the model and T; the row says which it ran.
 
 Calibration uses the digits train split (``--calib-samples`` of it); accuracy is measured on the
 test split. The models are the bundled examples (examples/train_digits_cnn.py writes them).
@@ -51,9 +53,15 @@ from snncompile.sim.ann import evaluate, forward
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"cnn": "examples/digits_cnn.pt2", "resnet": "examples/digits_resnet.pt2", "vgg": "examples/digits_vgg.pt2",
-          "mlp": "examples/digits_mlp.pt2", "resnet20": "examples/digits32_resnet20.pt2"}
+          "mlp": "examples/digits_mlp.pt2", "resnet20": "examples/digits32_resnet20.pt2",
+          "mobilenetv2": "examples/digits32_mobilenetv2.pt2"}
+DIGITS32 = ("resnet20", "mobilenetv2")  # trained on digits upsampled to 32×32×3
+# SpikingJelly 2.0's RateCodingRecipe converts nn.ReLU modules only (rate_coding.py
+# ``_matches_relu``: ``type(...) is nn.ReLU``): MobileNetV2's ReLU6 would stay an analog
+# activation, so it has no peer figure
+NO_PEER = {"mobilenetv2": "SpikingJelly's ann2snn converts nn.ReLU only; MobileNetV2's ReLU6 would stay analog"}
 PEER_MODES = (("Max", False, False), ("99.9%", False, False), ("99.9%", True, True), ("Max", True, True))
-MODES = ("none", "light (float)", "light", "advanced")
+MODES = ("none", "light (float)", "light", "advanced", "auto")
 
 
 def float_bias_correction(ann, snn, data, steps):
@@ -98,6 +106,13 @@ def total_steps(snn, steps):
 
 def torch_module(key):
     """The trained nn.Module of a bundled model (its architecture from examples/train_digits_cnn.py)."""
+    if key == "mobilenetv2":  # examples/train_mobilenetv2.py: torchvision's own constructor
+        sys.path.insert(0, str(ROOT / "examples"))
+        from train_mobilenetv2 import make_mobilenetv2
+
+        module = make_mobilenetv2()
+        module.load_state_dict(torch.export.load(ROOT / MODELS[key]).state_dict)
+        return module.eval()
     if key == "resnet20":  # examples/train_resnet20.py: the test zoo's CIFAR ResNet-20
         sys.path.insert(0, str(ROOT))
         from tests.zoo.models import ResNet20
@@ -293,7 +308,7 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     for key in args.models:
         graph = load_model(ROOT / MODELS[key])
-        if key == "resnet20":  # digits upsampled to 32×32×3 (tests/zoo/models.py), the same split
+        if key in DIGITS32:  # digits upsampled to 32×32×3 (tests/zoo/models.py), the same split
             sys.path.insert(0, str(ROOT))
             from tests.zoo.models import digits32
 
@@ -305,7 +320,9 @@ def main() -> None:
             calib = ds.train.x[: args.calib_samples]
             x, y = ds.test.x[: args.test_samples], ds.test.y[: args.test_samples]
         ann_acc = accuracy(forward(graph, x).numpy(), y)
-        peer = {} if args.no_peer else spikingjelly_best(key, calib, x, y, args.steps)
+        peer = {} if args.no_peer or key in NO_PEER else spikingjelly_best(key, calib, x, y, args.steps)
+        if key in NO_PEER and not args.no_peer:
+            print(f"  ({key}: no SpikingJelly figure: {NO_PEER[key]})", flush=True)
         for steps in args.steps:
             # the compiler's conversion (compiler.to_snn), so that --equalize-delays auto chooses as it does
             snn = to_snn(graph, calib, Options(steps=steps, threshold=args.threshold,
@@ -314,11 +331,17 @@ def main() -> None:
             if relays.get("equalized") and relays.get("relay_neurons"):
                 print(f"  ({key}, T={steps}: relayed, {relays['relay_neurons']:,} relay neurons)", flush=True)
             run_steps = total_steps(snn, steps)
+            from snncompile.compiler import resolve_calibration
+
+            picked, why = resolve_calibration("auto", snn, graph, steps, len(calib))
+            print(f"  ({key}, T={steps}: --calibrate auto picks {picked}: {why})", flush=True)
             float_acc = accuracy(next(iter(float_snn.simulate(snn, x, run_steps, delay=1).scores().values())), y)
             for mode in args.modes:
                 fixed, seconds = run_mode(mode, graph, snn, calib, steps)
                 logits, _ = reference.predict(fixed, x, run_steps, device="cpu", progress=False)
                 acc = accuracy(logits, y)
+                if mode == "auto":  # what the default chose
+                    mode = f"auto ({fixed.metadata['calibration']['mode']})"
                 sj = peer.get(steps)
                 sj_cells = (f"{100 * sj[0]:.2f} % ({sj[1]}) | {100 * (acc - sj[0]):+.2f}" if sj else "— | —")
                 row = (f"| {key} | {100 * ann_acc:.2f} % | {steps} | {100 * float_acc:.2f} % | {mode} | "

@@ -249,7 +249,8 @@ def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evide
     """--calibrate auto on a network past the small-model limits (here: the limits lowered below the
     digits ResNet) runs advanced where T <= L and the float SNN (measured by choose_delays) agrees
     with the ANN on fewer than AUTO_ADVANCED_AGREEMENT of the calibration samples, and where the
-    cost (neurons × samples, layers, weights) is bounded; none otherwise, and says why."""
+    cost (neurons × samples, layers, weights) is bounded; light where only advanced's bounds are
+    passed; none otherwise, and says why."""
     from snncompile import compiler
     from snncompile.compiler import Options, resolve_calibration, to_snn
     from snncompile.ir.timing import latency_steps
@@ -275,7 +276,22 @@ def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evide
     assert resolve_calibration("auto", low, ann, 2, 64)[0] == "advanced"
     mode, why = resolve_calibration("auto", told(0.99), ann, 2, 64)
     assert mode == "none" and "99%" in why
-    # long evidence, too many neuron·samples, an explicit request
-    assert resolve_calibration("auto", low, ann, depth + 1, 64)[0] == "none"
+    # long evidence: by the float SNN's agreement where measured (choose_delays measures it at
+    # T > L too), none where not; too many neuron·samples; an explicit request
+    assert resolve_calibration("auto", low, ann, depth + 1, 64)[0] == "advanced"
+    assert resolve_calibration("auto", told(0.99), ann, depth + 1, 64)[0] == "none"
+    builder = snn.edit()
+    builder.metadata = {**builder.metadata, "delays": {"mode": "off"}}
+    mode, why = resolve_calibration("auto", builder.build(), ann, depth + 1, 64)
+    assert mode == "none" and f"T={depth + 1} > L={depth}" in why
     assert resolve_calibration("auto", low, ann, 2, compiler.AUTO_ADVANCED_NEURON_SAMPLES)[0] == "none"
     assert resolve_calibration("light", low, ann, 2, 64) == ("light", None)
+    # advanced beyond its limits (here: its layer count): light, within light's own bound
+    monkeypatch.setattr(compiler, "AUTO_ADVANCED_DEEP_LAYERS", 0)
+    mode, why = resolve_calibration("auto", low, ann, 2, 64)
+    assert mode == "light" and "beyond advanced's 0 layers" in why and "light (bias correction)" in why
+    assert resolve_calibration("auto", told(0.99), ann, 2, 64)[0] == "none"
+    assert resolve_calibration("auto", low, ann, depth + 1, 64)[0] == "light"
+    monkeypatch.setattr(compiler, "AUTO_LIGHT_NEURON_SAMPLES", 10)
+    mode, why = resolve_calibration("auto", low, ann, 2, 64)
+    assert mode == "none" and "fewer --calib-samples" in why

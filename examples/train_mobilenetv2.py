@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.zoo.models import digits32, export, torchvision_model, train  # noqa: E402
+from tests.zoo.models import torchvision_model, train_on_digits32  # noqa: E402
 
 
 def make_mobilenetv2() -> torch.nn.Module:
@@ -37,16 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    xtr, ytr, xte, yte = digits32()
     torch.manual_seed(args.seed)
-    model = make_mobilenetv2()
-    t0 = time.perf_counter()
-    train(model, xtr, ytr, epochs=args.epochs, seed=args.seed)
-    with torch.no_grad():
-        acc = float(np.mean(model(torch.as_tensor(xte)).argmax(1).numpy() == yte))
-    export(model, (3, 32, 32), args.out)
+    acc, seconds = train_on_digits32(make_mobilenetv2(), args.out, args.epochs, args.seed)
     print(f"MobileNetV2 (width 0.25) on digits32: test accuracy {100 * acc:.2f} % after {args.epochs} "
-          f"epochs ({time.perf_counter() - t0:.0f} s); wrote {args.out}")
+          f"epochs ({seconds:.0f} s); wrote {args.out}")
 
 
 if __name__ == "__main__":

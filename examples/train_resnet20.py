@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.zoo.models import ResNet20, digits32, export, train, write_digits32  # noqa: E402
+from tests.zoo.models import ResNet20, train_on_digits32, write_digits32  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,16 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    xtr, ytr, xte, yte = digits32()
     torch.manual_seed(args.seed)
-    model = ResNet20()
-    t0 = time.perf_counter()
-    train(model, xtr, ytr, epochs=args.epochs, seed=args.seed)
-    with torch.no_grad():
-        acc = float(np.mean(model(torch.as_tensor(xte)).argmax(1).numpy() == yte))
-    export(model, (3, 32, 32), args.out)
+    acc, seconds = train_on_digits32(ResNet20(), args.out, args.epochs, args.seed)
     print(f"ResNet-20 on digits32: test accuracy {100 * acc:.2f} % after {args.epochs} epochs "
-          f"({time.perf_counter() - t0:.0f} s); wrote {args.out}")
+          f"({seconds:.0f} s); wrote {args.out}")
     if args.data:
         write_digits32(args.data)
         print(f"wrote {args.data}")

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from snncompile.api import accuracy, load_model
-from snncompile.compiler import Options, to_snn
+from snncompile.compiler import Options, resolve_calibration, to_snn
 from snncompile.backends import reference
 from snncompile.data import load
 from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effective_weight
@@ -331,8 +331,6 @@ def main() -> None:
             if relays.get("equalized") and relays.get("relay_neurons"):
                 print(f"  ({key}, T={steps}: relayed, {relays['relay_neurons']:,} relay neurons)", flush=True)
             run_steps = total_steps(snn, steps)
-            from snncompile.compiler import resolve_calibration
-
             picked, why = resolve_calibration("auto", snn, graph, steps, len(calib))
             print(f"  ({key}, T={steps}: --calibrate auto picks {picked}: {why})", flush=True)
             float_acc = accuracy(next(iter(float_snn.simulate(snn, x, run_steps, delay=1).scores().values())), y)

@@ -163,6 +163,15 @@ def choose_delays(ann_graph: Graph, snn: Graph, calib: np.ndarray, steps: int) -
         builder.metadata = {**builder.metadata, "delays": {"mode": "auto", **info}}
         return builder.build()
 
+    def measured(candidates: dict[str, Graph]) -> dict:
+        """The float SNNs on up to EQUALIZE_AUTO_SAMPLES calibration samples against the ANN:
+        ``closest_outputs``' choice and measurements, and how many samples."""
+        sample = calib[:EQUALIZE_AUTO_SAMPLES]
+        outputs = {name: float_snn.predict(graph, sample, steps + latency_steps(graph)) / steps
+                   for name, graph in candidates.items()}
+        _, why = closest_outputs(ann.forward(ann_graph, sample).numpy(), outputs)
+        return {**why, "samples": len(sample)}
+
     depth = latency_steps(snn)
     neurons = sum(int(np.prod(snn.shape(n))) for n, op in snn.nodes() if op.neuron)
     if steps > depth:
@@ -174,10 +183,7 @@ def choose_delays(ann_graph: Graph, snn: Graph, calib: np.ndarray, steps: int) -
             f"T={steps} > L={depth}: paths of different depth keep their delays (measured only where "
             "T <= L; --equalize-delays on relays them)")}
         if neurons <= EQUALIZE_AUTO_NEURONS:
-            sample = calib[:EQUALIZE_AUTO_SAMPLES]
-            out = float_snn.predict(snn, sample, steps + depth) / steps
-            agree = float(np.mean(out.argmax(1) == ann.forward(ann_graph, sample).numpy().argmax(1)))
-            info.update(kept="delays kept", agreement={"delays kept": agree}, samples=len(sample))
+            info.update(measured({"delays kept": snn}))
         return noted(snn, info)
     if neurons > EQUALIZE_AUTO_NEURONS:
         return noted(snn, {"equalized": False, "why": (
@@ -189,12 +195,8 @@ def choose_delays(ann_graph: Graph, snn: Graph, calib: np.ndarray, steps: int) -
         return noted(snn, info)
     if not info.get("relay_neurons"):
         return noted(snn, {**info, "why": "every path into a neuron is equally deep already"})
-    sample = calib[:EQUALIZE_AUTO_SAMPLES]
-    outputs = {name: float_snn.predict(graph, sample, steps + latency_steps(graph)) / steps
-               for name, graph in (("relayed", relayed), ("delays kept", snn))}
-    kept, why = closest_outputs(ann.forward(ann_graph, sample).numpy(), outputs)
-    why["samples"] = len(sample)
-    if kept == "relayed":
+    why = measured({"relayed": relayed, "delays kept": snn})
+    if why["kept"] == "relayed":
         return noted(relayed, {**info, **why})
     return noted(snn, {"equalized": False, "relay_neurons": info["relay_neurons"], **why,
                        "why": "the float SNN with its delays was closer to the ANN on the calibration data"})

@@ -222,8 +222,7 @@ class Layerwise:
         counts = torch.zeros_like(train[0], dtype=torch.uint8 if n < 256 else torch.int32)
         for t in range(n):
             counts += train[t].view(torch.uint8)
-        return fixed.FixedResult(trace=Trace(steps=n), steps=n, counts={
-            layer: counts.to(torch.int64, memory_format=torch.contiguous_format).numpy()})
+        return fixed.FixedResult(trace=Trace(steps=n), steps=n, counts={layer: fixed._host(counts)})
 
     def output(self, graph: Graph) -> np.ndarray:
         """``_outputs(graph, data, steps)`` once every calibrated layer is final: the output layer

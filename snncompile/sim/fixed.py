@@ -268,9 +268,9 @@ class _Synapse:
             self.wraps = False
         elif isinstance(op, FixedConv2d):
             # a non-negative exponent, folded into the weights (Lava's conv gets them so)
-            self.weight = torch.tensor(effective_weight(op), dtype=self.dtype, device=dev)
             self.layout = _layout(dev, 4)
-            self.weight = self.weight.contiguous(memory_format=self.layout)
+            self.weight = torch.tensor(effective_weight(op), dtype=self.dtype,
+                                       device=dev).contiguous(memory_format=self.layout)
             self.half = 2 ** (op.output_format.bits - 1)
             self.right_shift = 0
             self.wraps = peak >= self.half
@@ -382,12 +382,10 @@ class _Neuron:
         self.vth = vth.to(self.dtype).expand(shape).contiguous(memory_format=layout)
         # u is state only where it decays or may wrap; with du = 4095 and no wrap it is
         # a_in·64 each step, added to v directly.
-        self.u = torch.zeros(shape, dtype=self.dtype, device=dev).contiguous(memory_format=layout) \
-            if self.fed and (self.keep_u or self.check_u) else None
+        self.u = torch.zeros_like(self.v) if self.fed and (self.keep_u or self.check_u) else None
         # float32 spikes are written into one buffer, reused: a step's spikes are read (by the
         # synapses, the recorder, the counts) before the next step writes it.
-        self.spikes = torch.empty(shape, dtype=self.dtype, device=dev, memory_format=layout) \
-            if self.exact_float32 else None
+        self.spikes = torch.empty_like(self.v) if self.exact_float32 else None
 
     @property
     def exact_float32(self) -> bool:
@@ -558,8 +556,8 @@ def simulate(
             spikes = {}
             for name, neuron in neurons.items():
                 if name in replay:
-                    spikes[name] = replay[name][t].to(device=dev, dtype=neuron.dtype,
-                                                      memory_format=_layout(dev, replay[name].dim() - 1))
+                    # (a step of a kept train is in the neuron's layout already: ``_train``)
+                    spikes[name] = replay[name][t].to(device=dev, dtype=neuron.dtype)
                     if count_spikes:
                         if t == steps - 1:
                             delivered[name] = tally[name].clone()

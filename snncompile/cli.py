@@ -158,8 +158,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "correction; advanced = layer-wise weight calibration (Adam), potential "
                    "initialization and bias correction; each keeps the uncalibrated graph where "
                    "that is closer to the ANN. auto (default): advanced up to 50,000 neurons, 1 M weights and 12 layers; "
-                   "beyond, advanced where T <= L and the float SNN agrees with the ANN on < 95 %% of the "
-                   "calibration samples, within 1 M weights, 32 layers, 2**26 neuron-samples; none otherwise")
+                   "beyond, where the float SNN agrees with the ANN on < 95 %% of the calibration samples "
+                   "(measured at any T; unmeasured: where T <= L), advanced within 1 M weights, 64 layers, "
+                   "2**26 neuron-samples, else light within 2**27; none otherwise (report.json: calibration.why)")
     p.add_argument("--equalize-delays", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                    help="relay layers make every path into a neuron equally deep, so the SNN is the "
                    "delay-free one shifted by its depth (ResNet-20 at T=8: float SNN 59 -> 86 %%; costs "

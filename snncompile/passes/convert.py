@@ -63,17 +63,40 @@ def quantized_clipped(a: np.ndarray, theta: float, steps: int, v_init: float = 0
     return np.floor(np.clip(a / theta * steps + v_init, 0, steps)) * theta / steps
 
 
+def mse_thresholds(rows: np.ndarray, steps: int, v_init: float = 0.5) -> np.ndarray:
+    """``mse_threshold`` of each row of (C, M) values at once. Each row is sorted once; for a
+    candidate θ the values from (k − v_init)·θ/T upwards count k or more spikes, so the squared
+    error Σ (x − q(x))² = Σ x² − 2θ/T Σ_k S_k + (θ/T)² Σ_k (2k − 1) n_k follows from the number n_k
+    and the sum S_k of the values above each of the T level boundaries (prefix sums, binary
+    search): O(M log M + candidates · T log M) per row instead of candidates · M (ResNet-20,
+    256 samples: 98 s of brute force)."""
+    x = torch.from_numpy(np.sort(np.ascontiguousarray(rows, dtype=np.float64).reshape(len(rows), -1), axis=1))
+    count = x.shape[1]
+    top = x[:, -1]
+    cum1 = torch.cat([torch.zeros(len(x), 1, dtype=x.dtype), torch.cumsum(x, dim=1)], dim=1)
+    total1, total2 = cum1[:, -1:], (x * x).sum(dim=1)
+    levels = torch.arange(1, steps + 1, dtype=x.dtype)
+    grid = 1 - 0.01 * torch.arange(MSE_CANDIDATES, dtype=x.dtype)
+    errors = torch.empty(len(x), MSE_CANDIDATES, dtype=x.dtype)
+    for i, f in enumerate(grid):
+        step = (top * f / steps)[:, None]  # θ/T per row
+        below = torch.searchsorted(x, (levels - v_init) * step)  # values under each boundary
+        n = count - below  # values counting at least k spikes
+        sums = total1 - torch.gather(cum1, 1, below)
+        errors[:, i] = total2 - 2 * step[:, 0] * sums.sum(1) + step[:, 0] ** 2 * (n * (2 * levels - 1)).sum(1)
+    best = top * grid[torch.argmin(errors, dim=1)]
+    return torch.where(top > 0, best, torch.ones_like(best)).numpy()
+
+
 def mse_threshold(values: np.ndarray, steps: int, v_init: float = 0.5) -> float:
     """The candidate max·(1 − 0.01 i) with the least squared error between the activations and
     their T-step quantized, clipped version (Li et al. 2021, §4), with the neuron's initial
-    potential ``v_init`` (a fraction of θ: 0.5 rounds, 0 floors)."""
-    flat = np.asarray(values, dtype=np.float64).ravel()
-    top = float(flat.max())
-    if top <= 0:
-        return 1.0
-    candidates = top * (1 - 0.01 * np.arange(MSE_CANDIDATES))
-    errors = [np.sum((flat - quantized_clipped(flat, c, steps, v_init)) ** 2) for c in candidates]
-    return float(candidates[int(np.argmin(errors))])
+    potential ``v_init`` (a fraction of θ: 0.5 rounds, 0 floors); 1.0 for values that are never
+    positive."""
+    flat = np.asarray(values).ravel()
+    if v_init < 1:  # a zero counts no spike and costs no error: only the rest need sorting
+        flat = flat[flat != 0]
+    return float(mse_thresholds(flat.reshape(1, -1), steps, v_init)[0]) if flat.size else 1.0
 
 
 def activation_scale(values: np.ndarray, percentile: float, mode: str = "max", steps: int = 32,
@@ -105,6 +128,8 @@ def channel_scales(values: np.ndarray, percentile: float, mode: str = "max", ste
         return np.where(lam > 0, lam, 1.0)
     values = np.asarray(values, dtype=np.float64)
     per_channel = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)
+    if mode == "mse":
+        return mse_thresholds(per_channel, steps, v_init)
     return np.array([activation_scale(c, percentile, mode, steps, v_init) for c in per_channel])
 
 

@@ -74,7 +74,8 @@ def test_residual_add_becomes_membrane_add_with_an_identity_synapse(digits_image
 
 
 def test_threshold_modes(digits_flat):
-    from snncompile.passes.convert import MSE_CANDIDATES, activation_scale, mse_threshold, quantized_clipped
+    from snncompile.passes.convert import (MSE_CANDIDATES, activation_scale, mse_threshold, mse_thresholds,
+                                          quantized_clipped)
 
     rng = np.random.default_rng(0)
     a = np.concatenate([rng.exponential(1.0, 5000), [40.0]])  # one outlier far above the rest
@@ -85,6 +86,19 @@ def test_threshold_modes(digits_flat):
     errors = [np.sum((a - quantized_clipped(a, c, 8)) ** 2) for c in grid]
     assert theta == pytest.approx(grid[int(np.argmin(errors))])
     assert theta < 40.0 * 0.5  # the outlier is clipped rather than costing every other value
+    # the sorted, prefix-summed search (every channel at once) picks what the brute force picks, at
+    # every T, with v starting at θ/2 or 0, for sparse channels and for a silent one
+    for steps, v in ((1, 0.5), (4, 0.0), (8, 0.5), (32, 0.5), (64, 0.0)):
+        rows = rng.exponential(1.0, (4, 700)) * (rng.random((4, 700)) < 0.4)
+        rows[3] = 0.0
+        expected = []
+        for row in rows[:3]:
+            grid = row.max() * (1 - 0.01 * np.arange(MSE_CANDIDATES))
+            errors = [np.sum((row - quantized_clipped(row, c, steps, v)) ** 2) for c in grid]
+            expected.append(grid[int(np.argmin(errors))])
+        expected.append(1.0)  # the silent channel
+        assert mse_thresholds(rows, steps, v).tolist() == pytest.approx(expected, rel=1e-12)
+        assert [mse_threshold(row, steps, v) for row in rows] == pytest.approx(expected, rel=1e-12)
     # quantized_clipped is what an IF neuron counts in T steps, clipped to [0, θ]: it rounds when
     # v starts at θ/2 (the default) and floors when v starts at 0
     a = np.array([-1.0, 0.26, 0.4, 0.5, 2.0])

@@ -268,7 +268,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["cnn", "resnet", "vgg"], choices=sorted(MODELS))
     p.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32])
     p.add_argument("--modes", nargs="+", default=["none", "light", "advanced"], choices=MODES)
-    p.add_argument("--threshold", default="max", choices=["max", "percentile", "mse"])
+    p.add_argument("--threshold", default="mse", choices=["max", "percentile", "mse"])
     p.add_argument("--calib-samples", type=int, default=256)
     p.add_argument("--test-samples", type=int, default=None, help="the first N test samples (default: all)")
     p.add_argument("--no-peer", action="store_true", help="skip SpikingJelly")

@@ -145,9 +145,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "digits' train split, or the calibration part of --data)")
     p.add_argument("--calib-samples", type=_limited(MAX_SAMPLES), default=256,
                    help="calibration samples (default 256)")
-    p.add_argument("--threshold", choices=["max", "percentile", "mse"], default="max",
-                   help="threshold balancing: max activation (default), a percentile of it, or the "
-                   "calibration paper's MSE grid search for the given steps")
+    p.add_argument("--threshold", choices=["max", "percentile", "mse"], default="mse",
+                   help="threshold balancing: mse (default): per channel, the threshold among "
+                   "max·(1 − 0.01 i) whose T-step rate, clipped, is closest to the activations (the "
+                   "calibration paper's search for the given --steps); max: the largest activation; "
+                   "percentile: a percentile of it")
     p.add_argument("--percentile", type=_percentile, default=99.99,
                    help="the percentile for --threshold percentile (default 99.99)")
     p.add_argument("--maxpool", choices=["error", "avg"], default="error",

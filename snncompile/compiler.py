@@ -40,7 +40,7 @@ class Options:
     samples: int = 4  # samples run on Lava and compared bit for bit
     calib_samples: int = 256
     percentile: float = 100.0
-    threshold: str = "max"  # threshold balancing: max | percentile | mse (passes.convert)
+    threshold: str = "mse"  # threshold balancing: mse (the T-step error search) | max | percentile (passes.convert)
     calibrate: str = "auto"  # auto | none | light | advanced, in fixed point (passes.calibrate; auto: resolve_calibration)
     calib_iterations: int = 300  # Adam steps per layer of advanced's weight calibration
     min_accuracy_ratio: float | None = None  # fidelity gate: SNN / reference accuracy at least this

@@ -116,9 +116,9 @@ def activation_scale(values: np.ndarray, percentile: float, mode: str = "max", s
     if mode != "mse" and (mode == "max" or percentile >= 100):
         lam = float(np.max(values))  # (exact in the values' own type: no float64 copy)
         return lam if lam > 0 else 1.0
+    if mode == "mse":  # (it drops the zeros before its float64 copy)
+        return mse_threshold(values, steps, v_init)
     flat = np.asarray(values, dtype=np.float64).ravel()
-    if mode == "mse":
-        return mse_threshold(flat, steps, v_init)
     lam = float(np.percentile(flat, percentile))
     return lam if lam > 0 else 1.0  # a silent layer: any positive threshold keeps it silent
 

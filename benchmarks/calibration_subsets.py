@@ -1,0 +1,110 @@
+"""How much a figure of benchmarks/fidelity.py depends on which calibration samples were used,
+and whether an option moves it by more than that: one model and T, the float SNN and the
+Loihi 2 fixed-point SNN per calibration mode, on each of K calibration subsets of the train
+split (disjoint blocks, or random draws), all test samples. Prints a markdown table: one row per
+subset, then the mean; the fixed point minus the float SNN per mode.
+
+    .venv/bin/python benchmarks/calibration_subsets.py --model resnet --steps 8 --subsets 5
+    .venv/bin/python benchmarks/calibration_subsets.py --model resnet --steps 8 --option calib_iterations=1000
+    .venv/bin/python benchmarks/calibration_subsets.py --model resnet --steps 8 --samples 1024 --random
+    .venv/bin/python benchmarks/calibration_subsets.py --model mobilenetv2 --steps 32 --samples 512 \\
+        --subsets 2 --modes advanced
+
+``--option name=value`` sets a field of ``snncompile.compiler.Options`` (threshold=max,
+calib_iterations=1000, equalize_delays=on, ...) for the conversion and the calibration alike.
+Subset k is train samples [k·n, (k+1)·n) (``--offset`` shifts the blocks), or with ``--random`` n
+samples drawn without replacement with seed k. ``calib s``: the calibration alone (its report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fidelity import DIGITS32, MODELS  # noqa: E402
+
+from snncompile.api import accuracy, load_model  # noqa: E402
+from snncompile.backends import reference  # noqa: E402
+from snncompile.compiler import Options, fixed_point, to_snn  # noqa: E402
+from snncompile.data import load  # noqa: E402
+from snncompile.passes.latency import latency_steps  # noqa: E402
+from snncompile.sim import snn as float_snn  # noqa: E402
+from snncompile.sim.ann import forward  # noqa: E402
+
+
+def option(text: str) -> tuple[str, object]:
+    name, _, value = text.partition("=")
+    if name not in Options.__dataclass_fields__ or not value:
+        raise argparse.ArgumentTypeError(f"'{text}': expected NAME=VALUE with NAME a field of Options")
+    return name, int(value) if value.lstrip("-").isdigit() else value
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--steps", type=int, required=True, help="T, steps of evidence")
+    p.add_argument("--modes", nargs="+", default=["none", "advanced"], choices=["none", "light", "advanced"])
+    p.add_argument("--samples", type=int, default=256, help="calibration samples per subset")
+    p.add_argument("--subsets", type=int, default=5)
+    p.add_argument("--offset", type=int, default=0, help="the first subset starts at this train sample")
+    p.add_argument("--random", action="store_true", help="draw each subset at random (seed k) instead")
+    p.add_argument("--option", type=option, action="append", default=[], metavar="NAME=VALUE")
+    args = p.parse_args()
+
+    graph = load_model(ROOT / MODELS[args.model])
+    if args.model in DIGITS32:
+        from tests.zoo.models import digits32
+
+        xtr, _, x, y = digits32()
+    else:
+        ds = load("digits", graph.shape(graph.input_names()[0]))
+        xtr, x, y = ds.train.x, ds.test.x, ds.test.y
+    needed = args.samples if args.random else args.offset + args.subsets * args.samples
+    if needed > len(xtr):
+        p.error(f"{args.subsets} subsets of {args.samples} from {args.offset} need {needed} train samples; "
+                f"there are {len(xtr)}")
+    ann_acc = 100 * accuracy(forward(graph, x).numpy(), y)
+    extra = dict(args.option)
+    print(f"{args.model}, T={args.steps}, {args.subsets} subsets of {args.samples} calibration samples"
+          f"{' (random)' if args.random else f' from train sample {args.offset}'}, options {extra or 'default'}, "
+          f"{len(x)} test samples, ANN {ann_acc:.2f} %\n")
+    head = "| subset | float SNN | " + " | ".join(f"{m} | {m} − float (pp) | {m} calib s" for m in args.modes) + " |"
+    print(head + "\n" + "|---" * (2 + 3 * len(args.modes)) + "|", flush=True)
+    rows = []
+    for k in range(args.subsets):
+        if args.random:
+            calib = xtr[np.sort(np.random.default_rng(k).choice(len(xtr), args.samples, replace=False))]
+        else:
+            start = args.offset + k * args.samples
+            calib = xtr[start:start + args.samples]
+        snn = to_snn(graph, calib, Options(steps=args.steps, progress=False, **extra))
+        run_steps = args.steps + latency_steps(snn)
+        scores = float_snn.simulate(snn, x, run_steps, delay=1).scores()
+        row = [100 * accuracy(next(iter(scores.values())), y)]
+        for mode in args.modes:
+            opts = Options(steps=args.steps, calibrate=mode, progress=False, **extra)
+            fixed, _ = fixed_point(snn, calib, opts, graph)
+            seconds = fixed.metadata["calibration"]["seconds"]
+            logits, _ = reference.predict(fixed, x, run_steps, device="cpu", progress=False)
+            acc = 100 * accuracy(logits, y)
+            row += [acc, acc - row[0], seconds]
+        rows.append(row)
+        print(f"| {k} | {cells(row)} |", flush=True)
+    print(f"| mean | {cells(np.mean(rows, axis=0))} |")
+
+
+def cells(row) -> str:
+    """float SNN %, then per mode: accuracy %, − float (pp), calibration s."""
+    return " | ".join(f"{v:.2f}" if i % 3 == 1 or i == 0 else f"{v:+.2f}" if i % 3 == 2 else f"{v:.1f}"
+                      for i, v in enumerate(row))
+
+
+if __name__ == "__main__":
+    main()

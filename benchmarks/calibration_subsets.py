@@ -43,6 +43,8 @@ def option(text: str) -> tuple[str, object]:
     name, _, value = text.partition("=")
     if name not in Options.__dataclass_fields__ or not value:
         raise argparse.ArgumentTypeError(f"'{text}': expected NAME=VALUE with NAME a field of Options")
+    if name in ("steps", "calibrate", "progress"):
+        raise argparse.ArgumentTypeError(f"'{text}': set {name} with this script's own arguments")
     return name, int(value) if value.lstrip("-").isdigit() else value
 
 

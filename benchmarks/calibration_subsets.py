@@ -28,13 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fidelity import DIGITS32, MODELS  # noqa: E402
+from fidelity import MODELS, run_mode, splits, total_steps  # noqa: E402
 
 from snncompile.api import accuracy, load_model  # noqa: E402
 from snncompile.backends import reference  # noqa: E402
-from snncompile.compiler import Options, fixed_point, to_snn  # noqa: E402
-from snncompile.data import load  # noqa: E402
-from snncompile.passes.latency import latency_steps  # noqa: E402
+from snncompile.compiler import Options, to_snn  # noqa: E402
 from snncompile.sim import snn as float_snn  # noqa: E402
 from snncompile.sim.ann import forward  # noqa: E402
 
@@ -61,13 +59,7 @@ def main() -> None:
     args = p.parse_args()
 
     graph = load_model(ROOT / MODELS[args.model])
-    if args.model in DIGITS32:
-        from tests.zoo.models import digits32
-
-        xtr, _, x, y = digits32()
-    else:
-        ds = load("digits", graph.shape(graph.input_names()[0]))
-        xtr, x, y = ds.train.x, ds.test.x, ds.test.y
+    xtr, x, y = splits(args.model, graph)
     needed = args.samples if args.random else args.offset + args.subsets * args.samples
     if needed > len(xtr):
         p.error(f"{args.subsets} subsets of {args.samples} from {args.offset} need {needed} train samples; "
@@ -87,13 +79,11 @@ def main() -> None:
             start = args.offset + k * args.samples
             calib = xtr[start:start + args.samples]
         snn = to_snn(graph, calib, Options(steps=args.steps, progress=False, **extra))
-        run_steps = args.steps + latency_steps(snn)
+        run_steps = total_steps(snn, args.steps)
         scores = float_snn.simulate(snn, x, run_steps, delay=1).scores()
         row = [100 * accuracy(next(iter(scores.values())), y)]
         for mode in args.modes:
-            opts = Options(steps=args.steps, calibrate=mode, progress=False, **extra)
-            fixed, _ = fixed_point(snn, calib, opts, graph)
-            seconds = fixed.metadata["calibration"]["seconds"]
+            fixed, seconds = run_mode(mode, graph, snn, calib, args.steps, **extra)
             logits, _ = reference.predict(fixed, x, run_steps, device="cpu", progress=False)
             acc = 100 * accuracy(logits, y)
             row += [acc, acc - row[0], seconds]

@@ -83,17 +83,31 @@ def float_bias_correction(ann, snn, data, steps):
     return snn
 
 
-def run_mode(mode, ann, snn, calib, steps):
+def run_mode(mode, ann, snn, calib, steps, **options):
     """The fixed-point graph for one calibration mode (the compiler's own quantize, delay
-    compensation and calibration), and the seconds calibration took."""
+    compensation and calibration, with any further ``Options`` fields), and the seconds
+    calibration took."""
     from snncompile.compiler import Options, fixed_point
 
     if mode == "light (float)":
         t0 = time.perf_counter()
         fixed = pipeline.run(float_bias_correction(ann, snn, calib, steps), (Quantize(data=calib, steps=steps),))
         return fixed, time.perf_counter() - t0
-    fixed, _ = fixed_point(snn, calib, Options(steps=steps, calibrate=mode, progress=False), ann)
+    fixed, _ = fixed_point(snn, calib, Options(steps=steps, calibrate=mode, progress=False, **options), ann)
     return fixed, fixed.metadata["calibration"]["seconds"]
+
+
+def splits(key, graph):
+    """(train x, test x, test y) of the data ``key``'s model was trained on: digits, or for
+    DIGITS32 digits upsampled to 32×32×3 (tests/zoo/models.py), the same split."""
+    if key in DIGITS32:
+        sys.path.insert(0, str(ROOT))
+        from tests.zoo.models import digits32
+
+        xtr, _, xte, yte = digits32()
+        return xtr, xte, yte
+    ds = load("digits", graph.shape(graph.input_names()[0]))
+    return ds.train.x, ds.test.x, ds.test.y
 
 
 def total_steps(snn, steps):
@@ -182,13 +196,12 @@ def spread(args) -> list[str]:
 
     for key in args.models:
         graph = load_model(ROOT / MODELS[key])
-        ds = load("digits", graph.shape(graph.input_names()[0]))
-        x, y = ds.test.x, ds.test.y
+        xtr, x, y = splits(key, graph)
         ann_acc = accuracy(forward(graph, x).numpy(), y)
         ours = {(steps, m): [] for steps in args.steps for m in args.modes}
         peer = {steps: [] for steps in args.steps}
         for k in range(args.calib_subsets):
-            calib = ds.train.x[k * args.calib_samples:(k + 1) * args.calib_samples]
+            calib = xtr[k * args.calib_samples:(k + 1) * args.calib_samples]
             peer_k = spikingjelly_modes(key, calib, x, y, args.steps)
             for steps in args.steps:
                 peer[steps].append(peer_k[steps])
@@ -308,17 +321,9 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     for key in args.models:
         graph = load_model(ROOT / MODELS[key])
-        if key in DIGITS32:  # digits upsampled to 32×32×3 (tests/zoo/models.py), the same split
-            sys.path.insert(0, str(ROOT))
-            from tests.zoo.models import digits32
-
-            xtr, _, xte, yte = digits32()
-            calib = xtr[: args.calib_samples]
-            x, y = xte[: args.test_samples], yte[: args.test_samples]
-        else:
-            ds = load("digits", graph.shape(graph.input_names()[0]))
-            calib = ds.train.x[: args.calib_samples]
-            x, y = ds.test.x[: args.test_samples], ds.test.y[: args.test_samples]
+        xtr, xte, yte = splits(key, graph)
+        calib = xtr[: args.calib_samples]
+        x, y = xte[: args.test_samples], yte[: args.test_samples]
         ann_acc = accuracy(forward(graph, x).numpy(), y)
         peer = {} if args.no_peer or key in NO_PEER else spikingjelly_best(key, calib, x, y, args.steps)
         if key in NO_PEER and not args.no_peer:

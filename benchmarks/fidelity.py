@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from snncompile.api import accuracy, load_model
-from snncompile.compiler import Options, resolve_calibration, to_snn
+from snncompile.compiler import DEFAULT_CALIB_SAMPLES, Options, convert, resolve_calibration, to_snn
 from snncompile.backends import reference
 from snncompile.data import load
 from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effective_weight
@@ -282,7 +282,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32])
     p.add_argument("--modes", nargs="+", default=["none", "light", "advanced"], choices=MODES)
     p.add_argument("--threshold", default="mse", choices=["max", "percentile", "mse"])
-    p.add_argument("--calib-samples", type=int, default=256)
+    p.add_argument("--calib-samples", type=int, default=None,
+                   help="calibration samples (default: the compiler's, 256, or 512 where compiler.convert "
+                   "gives a deep network more)")
     p.add_argument("--test-samples", type=int, default=None, help="the first N test samples (default: all)")
     p.add_argument("--no-peer", action="store_true", help="skip SpikingJelly")
     p.add_argument("--equalize-delays", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
@@ -297,6 +299,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the tables (with a header) to this file")
     args = p.parse_args()
     if args.calib_subsets:
+        args.calib_samples = args.calib_samples or DEFAULT_CALIB_SAMPLES
         lines = spread(args)
         if args.out:
             command = "python benchmarks/fidelity.py " + " ".join(sys.argv[1:])
@@ -304,7 +307,10 @@ def main() -> None:
         return
 
     lines = [
-        f"Digits test split; calibration on the first {args.calib_samples} samples of the train split; "
+        "Digits test split; calibration on the first "
+        + (f"{args.calib_samples} samples" if args.calib_samples else
+           "256 samples (the compiler's default; 512 where it gives a deep network more: noted per row)")
+        + " of the train split; "
         f"threshold balancing `{args.threshold}` with the defaults (θ/2 initial potential, per-channel "
         "balancing); accuracy of the Loihi 2 fixed-point SNN on the exact reference simulator "
         "(bit-identical to Lava fixed_pt). `float`: the float SNN of the same conversion. `SJ best`: "
@@ -322,16 +328,21 @@ def main() -> None:
     for key in args.models:
         graph = load_model(ROOT / MODELS[key])
         xtr, xte, yte = splits(key, graph)
-        calib = xtr[: args.calib_samples]
         x, y = xte[: args.test_samples], yte[: args.test_samples]
         ann_acc = accuracy(forward(graph, x).numpy(), y)
-        peer = {} if args.no_peer or key in NO_PEER else spikingjelly_best(key, calib, x, y, args.steps)
+        peer_calib = xtr[: args.calib_samples or DEFAULT_CALIB_SAMPLES]
+        peer = {} if args.no_peer or key in NO_PEER else spikingjelly_best(key, peer_calib, x, y, args.steps)
         if key in NO_PEER and not args.no_peer:
             print(f"  ({key}: no SpikingJelly figure: {NO_PEER[key]})", flush=True)
         for steps in args.steps:
-            # the compiler's conversion (compiler.to_snn), so that --equalize-delays auto chooses as it does
-            snn = to_snn(graph, calib, Options(steps=steps, threshold=args.threshold,
-                                               equalize_delays=args.equalize_delays))
+            # the compiler's conversion (compiler.convert), so that --equalize-delays auto and the
+            # calibration sample count choose as they do
+            snn, calib = convert(graph, xtr, Options(steps=steps, threshold=args.threshold,
+                                                     equalize_delays=args.equalize_delays,
+                                                     calib_samples=args.calib_samples))
+            if len(calib) != DEFAULT_CALIB_SAMPLES and args.calib_samples is None:
+                print(f"  ({key}, T={steps}: {len(calib)} calibration samples: "
+                      f"{snn.metadata['calib_samples']['why']})", flush=True)
             relays = snn.metadata.get("delays", {})
             if relays.get("equalized") and relays.get("relay_neurons"):
                 print(f"  ({key}, T={steps}: relayed, {relays['relay_neurons']:,} relay neurons)", flush=True)
@@ -345,6 +356,8 @@ def main() -> None:
                 acc = accuracy(logits, y)
                 if mode == "auto":  # what the default chose
                     mode = f"auto ({fixed.metadata['calibration']['mode']})"
+                if len(calib) != (args.calib_samples or DEFAULT_CALIB_SAMPLES):
+                    mode += f", {len(calib)} samples"
                 sj = peer.get(steps)
                 sj_cells = (f"{100 * sj[0]:.2f} % ({sj[1]}) | {100 * (acc - sj[0]):+.2f}" if sj else "— | —")
                 row = (f"| {key} | {100 * ann_acc:.2f} % | {steps} | {100 * float_acc:.2f} % | {mode} | "

@@ -14,6 +14,7 @@ from snncompile.compiler import (
     accuracy,
     check_outdir,
     compile_model,
+    convert,
     fidelity_gate,
     inspect_model,
     load_data,
@@ -24,5 +25,5 @@ from snncompile.compiler import (
 
 __all__ = [
     "CALIBRATIONS", "TARGETS", "Compiled", "Inspection", "Options", "accuracy", "check_outdir",
-    "compile_model", "fidelity_gate", "inspect_model", "load_data", "load_model", "prepare", "to_snn",
+    "compile_model", "convert", "fidelity_gate", "inspect_model", "load_data", "load_model", "prepare", "to_snn",
 ]

@@ -143,8 +143,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-data", default=None, metavar="SPEC",
                    help="calibration data: 'digits' (its train split) or a .npz with x (default: "
                    "digits' train split, or the calibration part of --data)")
-    p.add_argument("--calib-samples", type=_limited(MAX_SAMPLES), default=256,
-                   help="calibration samples (default 256)")
+    p.add_argument("--calib-samples", type=_limited(MAX_SAMPLES), default=None,
+                   help="calibration samples (default 256; 512 where --calibrate auto runs advanced on a "
+                   "network beyond its small limits and calibrated neurons x samples x (T + L) stays within "
+                   "1.5 G: torchvision's MobileNetV2 up to T=32; report.json: calib_samples_choice)")
     p.add_argument("--threshold", choices=["max", "percentile", "mse"], default="mse",
                    help="threshold balancing: mse (default): per channel, the threshold among "
                    "max·(1 − 0.01 i) whose T-step rate, clipped, is closest to the activations (the "

@@ -339,6 +339,9 @@ def data_lines(d: dict) -> list[str]:
         lines.append(f"- Calibration: {cal_info['mode']}" + (
             f", {cal_info['seconds']:.1f} s, measured in Loihi 2 fixed point" if cal_info["mode"] != "none" else "")
             + ".")
+    choice = d.get("calib_samples_choice") or {}
+    if choice.get("why"):
+        lines.append(f"- Calibration samples: {choice['samples']} ({choice['why']}).")
     gate = d.get("fidelity_gate")
     if gate:
         lines.append("- Fidelity gate: " + ("passed" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"]))

@@ -295,3 +295,49 @@ def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evide
     monkeypatch.setattr(compiler, "AUTO_LIGHT_NEURON_SAMPLES", 10)
     mode, why = resolve_calibration("auto", low, ann, 2, 64)
     assert mode == "none" and "fewer --calib-samples" in why
+
+
+def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_advanced(digits_image,
+                                                                                        monkeypatch):
+    """With no --calib-samples, compiler.convert converts and calibrates a network past --calibrate
+    auto's small limits (here: the limits lowered below the digits ResNet) on
+    AUTO_MORE_CALIB_SAMPLES instead of DEFAULT_CALIB_SAMPLES where auto runs advanced and the
+    work (calibrated neurons × samples × (T + L)) is within AUTO_MORE_SAMPLES_WORK: the thresholds
+    then come from the larger set too, and report and calibration record the choice and why. An
+    explicit --calib-samples, another calibration, the nir target, a small network, too much work
+    or too few samples keep the default."""
+    from snncompile import compiler
+    from snncompile.compiler import Options, convert, inspect_model, to_snn
+    from snncompile.ir import IF
+
+    ann = make_resnet(seed=3)
+    train = digits_image.train.x
+    monkeypatch.setattr(compiler, "DEFAULT_CALIB_SAMPLES", 32)
+    monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", 64)
+    small, calib = convert(ann, train, Options(steps=2))  # the digits ResNet: the small branch
+    assert len(calib) == 32 and small.metadata["calib_samples"] == {"samples": 32, "requested": None}
+    monkeypatch.setattr(compiler, "AUTO_ADVANCED_NEURONS", 10)
+    monkeypatch.setattr(compiler, "AUTO_ADVANCED_AGREEMENT", 1.01)  # the float SNN never agrees enough
+    options = Options(steps=2, progress=False)
+    snn, calib = convert(ann, train, options)
+    assert len(calib) == 64 and np.array_equal(calib, train[:64])
+    info = snn.metadata["calib_samples"]
+    assert info["samples"] == 64 and "64 samples" in info["why"] and "(at most 1,500,000,000)" in info["why"]
+    again = to_snn(ann, train[:64], options)  # converted on the 64, not the 32
+    for name in snn.find(IF):
+        np.testing.assert_array_equal(snn.op(name).threshold, again.op(name).threshold)
+    # the default kept: asked for, not auto's advanced, nir, too much work, too few samples
+    for kept in (Options(steps=2, calib_samples=32), Options(steps=2, calib_samples=48),
+                 Options(steps=2, calibrate="advanced"), Options(steps=2, calibrate="none"),
+                 Options(steps=2, target="nir")):
+        assert len(convert(ann, train, kept)[1]) == (kept.calib_samples or 32)
+    assert len(convert(ann, train[:40], options)[1]) == 40  # fewer than 64: all of them
+    assert "no more than 32" in convert(ann, train[:32], options)[0].metadata["calib_samples"]["why"]
+    monkeypatch.setattr(compiler, "AUTO_MORE_SAMPLES_WORK", 1)
+    short, calib = convert(ann, train, options)
+    assert len(calib) == 32 and "would cost" in short.metadata["calib_samples"]["why"]
+    # the whole compile: calibration records the samples and why
+    monkeypatch.setattr(compiler, "AUTO_MORE_SAMPLES_WORK", 10**12)
+    result = inspect_model(ann, Options(steps=2, progress=False, calib_iterations=5))
+    record = result.fixed_graph.metadata["calibration"]
+    assert record["mode"] == "advanced" and record["samples"] == 64 and "64 samples" in record["samples_why"]

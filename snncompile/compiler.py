@@ -128,7 +128,7 @@ DEFAULT_CALIB_SAMPLES = 256
 # 93.15 (mean of 3 subsets) → 95.00 % (2 subsets, 274 s), T=64 94.17 → 95.00 % (258 → 317 s, over
 # 5 min); the digits models gain one or two test samples either way (not applied: small branch)
 AUTO_MORE_CALIB_SAMPLES = 512
-# MobileNetV2 at T=32 with 512 samples: 42,288 × 512 × 67 = 1.45 G (274 s); at T=64 2.14 G (317 s);
+# MobileNetV2 at T=32 with 512 samples: 42,288 × 512 × 67 = 1.45 G (274–298 s); at T=64 2.14 G (317 s);
 # ResNet-20 at T=8 with 256: 188,416 × 256 × 27 = 1.30 G (286 s), with 512 it would be 2.6 G
 AUTO_MORE_SAMPLES_WORK = 1_500_000_000
 
@@ -162,15 +162,15 @@ def more_samples(graph: Graph, snn: Graph, available: int, options: Options) -> 
     """(AUTO_MORE_CALIB_SAMPLES or None, why) for the float SNN ``snn`` converted on the default
     samples: more only with no --calib-samples, on a target that calibrates, where --calibrate
     auto runs advanced past its small limits and the work stays within AUTO_MORE_SAMPLES_WORK."""
-    if options.calib_samples is not None or options.target == "nir":
+    if options.calib_samples is not None or options.target == "nir" or options.calibrate != "auto":
         return None, None
-    mode, _ = resolve_calibration(options.calibrate, snn, graph, options.steps, DEFAULT_CALIB_SAMPLES)
-    if options.calibrate != "auto" or mode != "advanced" or _small(snn):
+    mode, _ = resolve_calibration("auto", snn, graph, options.steps, DEFAULT_CALIB_SAMPLES)
+    if mode != "advanced" or _small(snn):
         return None, None
     more = min(AUTO_MORE_CALIB_SAMPLES, available)
     if more <= DEFAULT_CALIB_SAMPLES:
-        return None, (f"auto: advanced on a deep network; {available} calibration samples: no more than "
-                      f"{DEFAULT_CALIB_SAMPLES} to use")
+        return None, (f"auto: advanced on a deep network; {available} calibration samples in all: "
+                      f"{min(available, DEFAULT_CALIB_SAMPLES)} used")
     neurons = sum(int(np.prod(snn.shape(n))) for n, op in snn.nodes() if op.neuron and n in graph)
     work = neurons * more * (options.steps + latency_steps(snn))
     if work > AUTO_MORE_SAMPLES_WORK:

@@ -107,8 +107,8 @@ def test_a_calibrated_run_names_each_accuracy(tmp_path):
     assert re.fullmatch(r"ANN accuracy: \d+\.\d\d % \(float ANN\)", lines[1])
     assert re.fullmatch(r"float SNN accuracy: \d+\.\d\d % \(float SNN, not quantized, before calibration\)",
                         lines[2])
-    assert re.match(r"SNN accuracy: \d+\.\d\d % \(Loihi 2 fixed point after light calibration, reference "
-                    r"simulator\)   SNN/ANN: ", lines[3])
+    assert re.match(r"SNN accuracy: \d+\.\d\d % \(Loihi 2 fixed point after light calibration on 64 samples, "
+                    r"reference simulator\)   SNN/ANN: ", lines[3])
     assert re.fullmatch(r"times: load .* s, convert .*, calibrate .*, Lava .*, write .* \(total .*\)", lines[-1])
     meaning = result.report.data["accuracy_of"]
     assert "before light calibration" in meaning["float_snn_accuracy"]

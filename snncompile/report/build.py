@@ -43,7 +43,8 @@ class Report:
         ]
         if d["snn_accuracy"] is not None:
             lines.append(f"SNN accuracy: {_pct(d['snn_accuracy'])} (Loihi 2 fixed point"
-                         + (f" after {mode} calibration" if calibrated else "") + ", reference simulator)"
+                         + (f" after {mode} calibration on {d['calib_samples']} samples" if calibrated else "")
+                         + ", reference simulator)"
                          + ("" if ratio is None else f"   SNN/ANN: {ratio:.3f}"))
         if be is not None:
             lines.append(f"Lava fixed_pt vs reference: {be['samples']} samples x {be['layers']} layers x "

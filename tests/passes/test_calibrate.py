@@ -332,7 +332,8 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
                  Options(steps=2, target="nir")):
         assert len(convert(ann, train, kept)[1]) == (kept.calib_samples or 32)
     assert len(convert(ann, train[:40], options)[1]) == 40  # fewer than 64: all of them
-    assert "no more than 32" in convert(ann, train[:32], options)[0].metadata["calib_samples"]["why"]
+    assert "32 calibration samples in all: 32 used" in convert(ann, train[:32], options)[0].metadata[
+        "calib_samples"]["why"]
     monkeypatch.setattr(compiler, "AUTO_MORE_SAMPLES_WORK", 1)
     short, calib = convert(ann, train, options)
     assert len(calib) == 32 and "would cost" in short.metadata["calib_samples"]["why"]

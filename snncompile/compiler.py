@@ -327,8 +327,8 @@ def sweep_steps(graph: Graph, ds, options, steps_list, *, progress: bool = False
         opts = dataclasses.replace(options, steps=int(steps), progress=False)
         snn, calib = convert(graph, ds.train.x, opts)
         run_steps = opts.steps + latency_steps(snn)
-        row = {"steps": opts.steps, "calib_samples": len(calib), "float_snn_accuracy": accuracy(float_snn.predict(snn, ds.test.x, run_steps),
-                                                                    ds.test.y),
+        row = {"steps": opts.steps, "calib_samples": len(calib),
+               "float_snn_accuracy": accuracy(float_snn.predict(snn, ds.test.x, run_steps), ds.test.y),
                "snn_accuracy": None}
         if options.target != "nir":
             fixed_graph, _ = fixed_point(snn, calib, opts, graph)

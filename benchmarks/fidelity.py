@@ -340,7 +340,9 @@ def main() -> None:
             snn, calib = convert(graph, xtr, Options(steps=steps, threshold=args.threshold,
                                                      equalize_delays=args.equalize_delays,
                                                      calib_samples=args.calib_samples))
-            if len(calib) != DEFAULT_CALIB_SAMPLES and args.calib_samples is None:
+            # not the count asked for: the compiler's rule gave more (or the train split has fewer)
+            other_count = len(calib) != (args.calib_samples or DEFAULT_CALIB_SAMPLES)
+            if other_count and args.calib_samples is None:
                 print(f"  ({key}, T={steps}: {len(calib)} calibration samples: "
                       f"{snn.metadata['calib_samples']['why']})", flush=True)
             relays = snn.metadata.get("delays", {})
@@ -356,7 +358,7 @@ def main() -> None:
                 acc = accuracy(logits, y)
                 if mode == "auto":  # what the default chose
                     mode = f"auto ({fixed.metadata['calibration']['mode']})"
-                if len(calib) != (args.calib_samples or DEFAULT_CALIB_SAMPLES):
+                if other_count:
                     mode += f", {len(calib)} samples"
                 sj = peer.get(steps)
                 sj_cells = (f"{100 * sj[0]:.2f} % ({sj[1]}) | {100 * (acc - sj[0]):+.2f}" if sj else "— | —")

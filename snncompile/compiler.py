@@ -165,13 +165,13 @@ def more_samples(graph: Graph, snn: Graph, available: int, options: Options) -> 
     if options.calib_samples is not None or options.target == "nir" or options.calibrate != "auto":
         return None, None
     mode, _ = resolve_calibration("auto", snn, graph, options.steps, DEFAULT_CALIB_SAMPLES)
-    if mode != "advanced" or _small(snn):
+    if mode != "advanced" or _small(*_size(snn)):
         return None, None
     more = min(AUTO_MORE_CALIB_SAMPLES, available)
     if more <= DEFAULT_CALIB_SAMPLES:
         return None, (f"auto: advanced on a deep network; {available} calibration samples in all: "
                       f"{min(available, DEFAULT_CALIB_SAMPLES)} used")
-    neurons = sum(int(np.prod(snn.shape(n))) for n, op in snn.nodes() if op.neuron and n in graph)
+    neurons = _calibrated(snn, graph)[1]
     work = neurons * more * (options.steps + latency_steps(snn))
     if work > AUTO_MORE_SAMPLES_WORK:
         return None, (f"auto: advanced on a deep network; {more} samples would cost {work:,} neuron·sample·steps "
@@ -304,8 +304,6 @@ def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | No
     builder.metadata = {**builder.metadata, "calibration": {
         "mode": mode if calibration is not None else "none",
         "requested": options.calibrate, "samples": len(calib), **({"why": why} if why else {}),
-        **({"samples_why": snn.metadata["calib_samples"]["why"]}
-           if (snn.metadata.get("calib_samples") or {}).get("why") else {}),
         "seconds": round(time.perf_counter() - t0, 3) if calibration is not None else 0.0,
         "in_fixed_point": True,
     }}
@@ -383,9 +381,15 @@ def _size(snn: Graph) -> tuple[list[str], int, int]:
     return layers, neurons, weights
 
 
-def _small(snn: Graph) -> bool:
-    """Within --calibrate auto's small limits (advanced whatever the float SNN does)."""
-    layers, neurons, weights = _size(snn)
+def _calibrated(snn: Graph, ann: Graph) -> tuple[list[str], int]:
+    """(the spiking layers calibration visits, their neurons): those of ``ann``, not relays
+    (passes.equalize_delays)."""
+    layers = [n for n, op in snn.nodes() if op.neuron and n in ann]
+    return layers, sum(int(np.prod(snn.shape(n))) for n in layers)
+
+
+def _small(layers: list[str], neurons: int, weights: int) -> bool:
+    """Within --calibrate auto's small limits (advanced whatever the float SNN does); ``_size``'s figures."""
     return neurons <= AUTO_ADVANCED_NEURONS and weights <= AUTO_ADVANCED_WEIGHTS and len(layers) <= AUTO_ADVANCED_LAYERS
 
 
@@ -400,10 +404,10 @@ def resolve_calibration(requested: str, snn: Graph, ann: Graph | None, steps: in
     layers, neurons, weights = _size(snn)
     size = f"{neurons:,} neurons, {weights:,} weights in {len(layers)} layers"
     limits = f"{AUTO_ADVANCED_NEURONS:,} neurons, {AUTO_ADVANCED_WEIGHTS:,} weights, {AUTO_ADVANCED_LAYERS} layers"
-    if _small(snn):
+    if _small(layers, neurons, weights):
         return "advanced", f"auto: {size} (at most {limits}): advanced"
-    calibrated = [n for n in layers if n in ann]  # not relays (passes.equalize_delays)
-    work = sum(int(np.prod(snn.shape(n))) for n in calibrated) * (samples or 0)
+    calibrated, calibrated_neurons = _calibrated(snn, ann)
+    work = calibrated_neurons * (samples or 0)
     if steps is None or samples is None:
         return "none", f"auto: {size} (beyond {limits}): none (advanced would cost minutes)"
     depth = latency_steps(snn)
@@ -510,7 +514,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
 
     with phase("convert"):
         snn, calib = convert(graph, ds.train.x, options)
-        is_ann = snn is not graph and not any(op.neuron for _, op in graph.nodes())
+        is_ann = not any(op.neuron for _, op in graph.nodes())
     # --steps T is T steps of evidence at the readout; every run lasts T + L (passes.latency)
     latency = latency_steps(snn)
     run_steps = options.steps + latency

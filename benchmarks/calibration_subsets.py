@@ -14,6 +14,9 @@ subset, then the mean; the fixed point minus the float SNN per mode.
 calib_iterations=1000, equalize_delays=on, ...) for the conversion and the calibration alike.
 Subset k is train samples [k·n, (k+1)·n) (``--offset`` shifts the blocks), or with ``--random`` n
 samples drawn without replacement with seed k. ``calib s``: the calibration alone (its report).
+Each mode is converted as the compiler converts a calibration set of that size for it
+(``compiler.convert``): advanced on a digits model adds as many mixups as samples
+(``--option calib_mixup=off``: none); the float SNN column is the conversion of the subset alone.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fidelity import MODELS, run_mode, splits, total_steps  # noqa: E402
+from fidelity import MODELS, run_mode, splits, subset_conversion, total_steps  # noqa: E402
 
 from snncompile.api import accuracy, load_model  # noqa: E402
 from snncompile.backends import reference  # noqa: E402
@@ -83,7 +86,11 @@ def main() -> None:
         scores = float_snn.simulate(snn, x, run_steps, delay=1).scores()
         row = [100 * accuracy(next(iter(scores.values())), y)]
         for mode in args.modes:
-            fixed, seconds = run_mode(mode, graph, snn, calib, args.steps, **extra)
+            # the compiler's conversion of the subset for this --calibrate: the same float SNN, or
+            # one on the subset and its mixups where compiler.mixup_samples adds them
+            mode_snn, mode_calib = subset_conversion(graph, calib, Options(steps=args.steps, calibrate=mode,
+                                                                           progress=False, **extra))
+            fixed, seconds = run_mode(mode, graph, mode_snn, mode_calib, args.steps, **extra)
             logits, _ = reference.predict(fixed, x, run_steps, device="cpu", progress=False)
             acc = 100 * accuracy(logits, y)
             row += [acc, acc - row[0], seconds]

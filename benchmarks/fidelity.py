@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from snncompile.api import accuracy, load_model
-from snncompile.compiler import DEFAULT_CALIB_SAMPLES, Options, convert, resolve_calibration, to_snn
+from snncompile.compiler import DEFAULT_CALIB_SAMPLES, Options, convert, resolve_calibration
 from snncompile.backends import reference
 from snncompile.data import load
 from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effective_weight
@@ -178,6 +178,15 @@ def spikingjelly_best(key, calib, x, y, steps_list):
     return best
 
 
+def subset_conversion(graph, calib, options):
+    """``compiler.convert`` of one calibration subset ``calib`` as the whole calibration set: the
+    float SNN and the samples it was converted on (the subset, or with mixups where the compiler
+    adds them: ``options.calib_samples`` None stands for a subset of the default size)."""
+    if options.calib_samples is None and len(calib) != DEFAULT_CALIB_SAMPLES:
+        options = dataclasses.replace(options, calib_samples=len(calib))
+    return convert(graph, calib, options)
+
+
 def spread(args) -> list[str]:
     """Accuracy over ``args.calib_subsets`` disjoint calibration subsets of the train split (the
     same test split): ours per calibration mode and SpikingJelly per mode, mean and range, and
@@ -205,10 +214,13 @@ def spread(args) -> list[str]:
             peer_k = spikingjelly_modes(key, calib, x, y, args.steps)
             for steps in args.steps:
                 peer[steps].append(peer_k[steps])
-                snn = to_snn(graph, calib, Options(steps=steps, threshold=args.threshold,
-                                                   equalize_delays=args.equalize_delays))
                 for mode in args.modes:
-                    fixed, _ = run_mode(mode, graph, snn, calib, steps)
+                    # the compiler's conversion of this subset for this --calibrate (its mixups where
+                    # compiler.mixup_samples adds them)
+                    snn, mode_calib = subset_conversion(graph, calib, Options(
+                        steps=steps, threshold=args.threshold, equalize_delays=args.equalize_delays,
+                        calibrate={"light (float)": "light"}.get(mode, mode)))
+                    fixed, _ = run_mode(mode, graph, snn, mode_calib, steps)
                     logits, _ = reference.predict(fixed, x, total_steps(snn, steps), device="cpu", progress=False)
                     ours[steps, mode].append(accuracy(logits, y))
         for steps in args.steps:
@@ -335,31 +347,40 @@ def main() -> None:
         if key in NO_PEER and not args.no_peer:
             print(f"  ({key}: no SpikingJelly figure: {NO_PEER[key]})", flush=True)
         for steps in args.steps:
-            # the compiler's conversion (compiler.convert), so that --equalize-delays auto and the
-            # calibration sample count choose as they do
-            snn, calib = convert(graph, xtr, Options(steps=steps, threshold=args.threshold,
-                                                     equalize_delays=args.equalize_delays,
-                                                     calib_samples=args.calib_samples))
-            # not the count asked for: the compiler's rule gave more (or the train split has fewer)
-            other_count = len(calib) != (args.calib_samples or DEFAULT_CALIB_SAMPLES)
-            if other_count and args.calib_samples is None:
-                print(f"  ({key}, T={steps}: {len(calib)} calibration samples: "
-                      f"{snn.metadata['calib_samples']['why']})", flush=True)
-            relays = snn.metadata.get("delays", {})
-            if relays.get("equalized") and relays.get("relay_neurons"):
-                print(f"  ({key}, T={steps}: relayed, {relays['relay_neurons']:,} relay neurons)", flush=True)
-            run_steps = total_steps(snn, steps)
-            picked, why = resolve_calibration("auto", snn, graph, steps, len(calib))
-            print(f"  ({key}, T={steps}: --calibrate auto picks {picked}: {why})", flush=True)
-            float_acc = accuracy(next(iter(float_snn.simulate(snn, x, run_steps, delay=1).scores().values())), y)
+            conversions = {}  # (samples, mixups) -> (snn, calib, float accuracy): modes given the same samples
             for mode in args.modes:
+                # the compiler's conversion for this --calibrate (compiler.convert), so that
+                # --equalize-delays auto, the calibration sample count and the mixups choose as they do
+                snn, calib = convert(graph, xtr, Options(steps=steps, threshold=args.threshold,
+                                                         equalize_delays=args.equalize_delays,
+                                                         calib_samples=args.calib_samples,
+                                                         calibrate={"light (float)": "light"}.get(mode, mode)))
+                choice = snn.metadata["calib_samples"]
+                samples = (choice["samples"], choice.get("mixups", 0))
+                if samples not in conversions:
+                    # not the count asked for: the compiler's rule gave more, or mixups (or the train
+                    # split has fewer)
+                    if choice.get("why"):
+                        print(f"  ({key}, T={steps}, {mode}: {samples[0]} calibration samples"
+                              f"{f' + {samples[1]} mixups' if samples[1] else ''}: {choice['why']})", flush=True)
+                    relays = snn.metadata.get("delays", {})
+                    if relays.get("equalized") and relays.get("relay_neurons"):
+                        print(f"  ({key}, T={steps}: relayed, {relays['relay_neurons']:,} relay neurons)", flush=True)
+                    picked, why = resolve_calibration("auto", snn, graph, steps, len(calib))
+                    print(f"  ({key}, T={steps}: --calibrate auto picks {picked}: {why})", flush=True)
+                    run = float_snn.simulate(snn, x, total_steps(snn, steps), delay=1)
+                    conversions[samples] = snn, calib, accuracy(next(iter(run.scores().values())), y)
+                snn, calib, float_acc = conversions[samples]
+                run_steps = total_steps(snn, steps)
                 fixed, seconds = run_mode(mode, graph, snn, calib, steps)
                 logits, _ = reference.predict(fixed, x, run_steps, device="cpu", progress=False)
                 acc = accuracy(logits, y)
                 if mode == "auto":  # what the default chose
                     mode = f"auto ({fixed.metadata['calibration']['mode']})"
-                if other_count:
-                    mode += f", {len(calib)} samples"
+                if samples[0] != (args.calib_samples or DEFAULT_CALIB_SAMPLES):
+                    mode += f", {samples[0]} samples"
+                if samples[1]:
+                    mode += f", + {samples[1]} mixups"
                 sj = peer.get(steps)
                 sj_cells = (f"{100 * sj[0]:.2f} % ({sj[1]}) | {100 * (acc - sj[0]):+.2f}" if sj else "— | —")
                 row = (f"| {key} | {100 * ann_acc:.2f} % | {steps} | {100 * float_acc:.2f} % | {mode} | "

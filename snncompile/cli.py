@@ -147,6 +147,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="calibration samples (default 256; 512 where --calibrate auto runs advanced on a "
                    "network beyond its small limits and calibrated neurons x samples x (T + L) stays within "
                    "1.5 G: torchvision's MobileNetV2 up to T=32; report.json: calib_samples_choice)")
+    p.add_argument("--calib-mixup", choices=["auto", "on", "off"], default="auto",
+                   help="also calibrate on as many blends of two calibration samples as samples (auto: where "
+                   "advanced calibrates a network within auto's small limits on the default samples; "
+                   "report.json: calib_samples_choice)")
     p.add_argument("--threshold", choices=["max", "percentile", "mse"], default="mse",
                    help="threshold balancing: mse (default): per channel, the threshold among "
                    "max·(1 − 0.01 i) whose T-step rate, clipped, is closest to the activations (the "
@@ -277,7 +281,8 @@ def inspect(argv: list[str]) -> int:
 
     options = Options(steps=args.steps, data=args.data, calib_data=args.calib_data,
                       calib_iterations=args.calib_iterations, calib_samples=args.calib_samples,
-                      percentile=args.percentile, threshold=args.threshold, calibrate=args.calibrate,
+                      calib_mixup=args.calib_mixup, percentile=args.percentile, threshold=args.threshold,
+                      calibrate=args.calibrate,
                       chips=args.chips, progress=False, arch=args.arch, trust_pickle=args.trust_pickle,
                       input_shape=args.input_shape, nir_dt=args.nir_dt, nir_reset=args.nir_reset,
                       maxpool=args.maxpool, equalize_delays=args.equalize_delays)
@@ -348,8 +353,8 @@ def _main(argv: list[str] | None = None) -> int:
         target=args.target, steps=args.steps, data=args.data, calib_data=args.calib_data, samples=args.samples,
         calib_iterations=args.calib_iterations, min_accuracy_ratio=args.min_accuracy_ratio,
         max_accuracy_drop=args.max_accuracy_drop,
-        calib_samples=args.calib_samples, percentile=args.percentile, threshold=args.threshold,
-        sweep_steps=args.sweep_steps,
+        calib_samples=args.calib_samples, calib_mixup=args.calib_mixup, percentile=args.percentile,
+        threshold=args.threshold, sweep_steps=args.sweep_steps,
         calibrate=args.calibrate, device=args.device,
         progress=not (args.no_progress or args.quiet), chips=args.chips,
         arch=args.arch, trust_pickle=args.trust_pickle, input_shape=args.input_shape, strict=args.strict,

@@ -43,7 +43,8 @@ class Report:
         ]
         if d["snn_accuracy"] is not None:
             lines.append(f"SNN accuracy: {_pct(d['snn_accuracy'])} (Loihi 2 fixed point"
-                         + (f" after {mode} calibration on {d['calib_samples']} samples" if calibrated else "")
+                         + (f" after {mode} calibration on {d['calib_samples']} samples{_mixups(d)}"
+                            if calibrated else "")
                          + ", reference simulator)"
                          + ("" if ratio is None else f"   SNN/ANN: {ratio:.3f}"))
         if be is not None:
@@ -342,12 +343,18 @@ def data_lines(d: dict) -> list[str]:
             + ".")
     choice = d.get("calib_samples_choice") or {}
     if choice.get("why"):
-        lines.append(f"- Calibration samples: {choice['samples']} ({choice['why']}).")
+        lines.append(f"- Calibration samples: {choice['samples']}{_mixups(d)} ({choice['why']}).")
     gate = d.get("fidelity_gate")
     if gate:
         lines.append("- Fidelity gate: " + ("passed" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"]))
                      + ".")
     return lines
+
+
+def _mixups(d: dict) -> str:
+    """" + N mixups" where compiler.convert added blends of calibration samples, else ""."""
+    mixups = (d.get("calib_samples_choice") or {}).get("mixups")
+    return f" + {mixups} mixups" if mixups else ""
 
 
 def _md(report: Report) -> str:

@@ -314,8 +314,9 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
     train = digits_image.train.x
     monkeypatch.setattr(compiler, "DEFAULT_CALIB_SAMPLES", 32)
     monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", 64)
-    small, calib = convert(ann, train, Options(steps=2))  # the digits ResNet: the small branch
-    assert len(calib) == 32 and small.metadata["calib_samples"] == {"samples": 32, "requested": None}
+    small, calib = convert(ann, train, Options(steps=2))  # the digits ResNet: the small branch (mixups)
+    assert len(calib) == 64 and np.array_equal(calib[:32], train[:32])
+    assert small.metadata["calib_samples"]["samples"] == 32 and small.metadata["calib_samples"]["mixups"] == 32
     monkeypatch.setattr(compiler, "AUTO_ADVANCED_NEURONS", 10)
     monkeypatch.setattr(compiler, "AUTO_ADVANCED_AGREEMENT", 1.01)  # the float SNN never agrees enough
     options = Options(steps=2, progress=False)
@@ -344,3 +345,68 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
     record = result.fixed_graph.metadata["calibration"]
     assert record["mode"] == "advanced" and record["samples"] == 64
     assert "64 samples" in result.snn_graph.metadata["calib_samples"]["why"]
+
+
+def test_mixup_blends_pairs_of_samples_reproducibly():
+    """compiler.mixup: the samples, then as many blends λ·x_i + (1 − λ)·x_j of pairs of them with
+    λ in MIXUP_LAMBDA, the same ones on every call, in the samples' dtype."""
+    from snncompile.compiler import MIXUP_LAMBDA, mixup
+
+    x = np.random.default_rng(1).random((40, 1, 8, 8)).astype(np.float32)
+    mixed = mixup(x)
+    assert mixed.shape == (80, 1, 8, 8) and mixed.dtype == np.float32
+    np.testing.assert_array_equal(mixed[:40], x)
+    np.testing.assert_array_equal(mixed, mixup(x))
+    assert not np.array_equal(mixup(x, seed=1), mixed)
+    # each blend is λ·x_i + (1 − λ)·x_j for some pair and λ in [0.5, 1): recover it
+    flat, blends = x.reshape(40, -1).astype(np.float64), mixed[40:].reshape(40, -1).astype(np.float64)
+    for b in blends:
+        best = min(((i, j) for i in range(40) for j in range(40)),
+                   key=lambda ij: _blend_residual(b, flat[ij[0]], flat[ij[1]])[0])
+        residual, lam = _blend_residual(b, flat[best[0]], flat[best[1]])
+        lam = max(lam, 1 - lam)  # (i, j) at λ is (j, i) at 1 − λ
+        assert residual < 1e-5 and MIXUP_LAMBDA[0] - 1e-6 <= lam < MIXUP_LAMBDA[1] + 1e-6
+
+
+def _blend_residual(b, xi, xj):
+    """(the residual of b ≈ λ·xi + (1 − λ)·xj at its least-squares λ, λ)."""
+    d = xi - xj
+    lam = float(np.dot(b - xj, d) / np.dot(d, d)) if np.dot(d, d) else 1.0
+    return float(np.abs(lam * xi + (1 - lam) * xj - b).max()), lam
+
+
+def test_convert_adds_mixups_where_advanced_calibrates_a_small_network(digits_image):
+    """With no --calib-samples, a network within --calibrate auto's small limits on which the
+    calibration is advanced (auto's pick there, or asked for) is converted and calibrated on its
+    samples followed by as many mixups (compiler.mixup), thresholds included; the SNN's record
+    says so and why, and the whole compile reports the real samples and the mixups apart.
+    --calib-mixup off, an explicit --calib-samples, another calibration or the nir target add
+    none; --calib-mixup on adds them for any calibration."""
+    from snncompile.compiler import Options, convert, inspect_model, mixup, to_snn
+    from snncompile.errors import SnnCompileError
+    from snncompile.ir import IF
+
+    ann = make_resnet(seed=3)
+    train = digits_image.train.x[:48]
+    for options in (Options(steps=2), Options(steps=2, calibrate="advanced")):
+        snn, calib = convert(ann, train, options)
+        np.testing.assert_array_equal(calib, mixup(train))
+        info = snn.metadata["calib_samples"]
+        assert info["samples"] == 48 and info["mixups"] == 48 and "small limits" in info["why"]
+        again = to_snn(ann, mixup(train), options)  # converted on the samples and the mixups
+        for name in snn.find(IF):
+            np.testing.assert_array_equal(snn.op(name).threshold, again.op(name).threshold)
+    for kept in (Options(steps=2, calib_mixup="off"), Options(steps=2, calib_samples=48),
+                 Options(steps=2, calibrate="light"), Options(steps=2, calibrate="none"),
+                 Options(steps=2, target="nir")):
+        snn, calib = convert(ann, train, kept)
+        assert len(calib) == 48 and "mixups" not in snn.metadata["calib_samples"]
+    for forced in (Options(steps=2, calib_mixup="on", calibrate="none"),
+                   Options(steps=2, calib_mixup="on", calib_samples=16)):
+        snn, calib = convert(ann, train, forced)
+        assert len(calib) == 2 * (forced.calib_samples or 48) and "--calib-mixup on" in snn.metadata[
+            "calib_samples"]["why"]
+    with pytest.raises(SnnCompileError, match="--calib-mixup must be one of"):
+        convert(ann, train, Options(steps=2, calib_mixup="yes"))
+    result = inspect_model(ann, Options(steps=2, progress=False, calib_iterations=5, calib_samples=None))
+    assert result.fixed_graph.metadata["calibration"]["samples"] == 2 * min(256, len(digits_image.train.x))

@@ -394,7 +394,7 @@ def sweep_steps(graph: Graph, ds, options, steps_list, *, progress: bool = False
 
 
 CALIBRATIONS = ("auto", "none", "light", "advanced")
-# --calibrate auto: advanced up to this many neurons (the digits models, 5-10 s of calibration on
+# --calibrate auto: advanced up to this many neurons (the digits models, 7-14 s of calibration with mixups on
 # 2 cores, the best or within one test sample of it at every T: benchmarks/results/fidelity.md)
 AUTO_ADVANCED_NEURONS = 50_000
 # ... and up to this many spiking layers (each costs 300 Adam steps and several fixed-point runs:

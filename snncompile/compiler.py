@@ -174,8 +174,9 @@ MIXUP_SEED = 0
 # [0.5, 1): the ANN's outputs between its training points, which the SNN is calibrated to follow
 # too (train samples alone: the calibrated SNN agreed with the ANN on every one of them and on
 # 97.5 % of the test split). The digits ResNet, advanced, five calibration subsets, mean test
-# accuracy (ANN 97.22 %): T=4 94.11 → 95.17 %, T=8 96.44 → 97.11 %, T=16 97.39 → 97.17 %;
-# 512 real samples instead gave 96.61 % at T=8; calibration 8–16 s instead of 7–16 s
+# accuracy (ANN 97.22 %): T=4 94.11 → 95.00 %, T=8 96.44 → 97.06 %, T=16 97.39 → 97.06 %, T=32
+# 97.61 both; cnn and vgg within a third of a test sample either way; 512 or 1,024 real samples
+# gave 96.61 % at T=8; calibration 6.5–14.3 s instead of 4.9–10.1 s
 # (benchmarks/results/fidelity.md, "Mixup calibration samples"). Not on deep networks:
 # MobileNetV2 at T=16 with 256 samples + 256 mixups 89.72 % against 90.56 % on 512 samples.
 MIXUP_LAMBDA = (0.5, 1.0)
@@ -381,7 +382,8 @@ def sweep_steps(graph: Graph, ds, options, steps_list, *, progress: bool = False
         opts = dataclasses.replace(options, steps=int(steps), progress=False)
         snn, calib = convert(graph, ds.train.x, opts)
         run_steps = opts.steps + latency_steps(snn)
-        row = {"steps": opts.steps, "calib_samples": len(calib),
+        choice = snn.metadata["calib_samples"]
+        row = {"steps": opts.steps, "calib_samples": choice["samples"], "calib_mixups": choice.get("mixups", 0),
                "float_snn_accuracy": accuracy(float_snn.predict(snn, ds.test.x, run_steps), ds.test.y),
                "snn_accuracy": None}
         if options.target != "nir":

@@ -91,7 +91,8 @@ def main() -> None:
             mode_snn, mode_calib = subset_conversion(graph, calib, Options(steps=args.steps, calibrate=mode,
                                                                            progress=False, **extra))
             fixed, seconds = run_mode(mode, graph, mode_snn, mode_calib, args.steps, **extra)
-            logits, _ = reference.predict(fixed, x, run_steps, device="cpu", progress=False)
+            # its own T + L: the delay choice may relay differently on the mixups
+            logits, _ = reference.predict(fixed, x, total_steps(mode_snn, args.steps), device="cpu", progress=False)
             acc = 100 * accuracy(logits, y)
             row += [acc, acc - row[0], seconds]
         rows.append(row)

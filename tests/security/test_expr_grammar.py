@@ -102,6 +102,9 @@ WATCH = _Watch()
 
 
 def _sympify(text: str):
+    import sympy.physics.units  # noqa: F401 (warm: sympy.simplify, which torch's FloorDiv.eval calls on
+    # some arguments, imports it and 32 more modules on its first call: a first-call-only "side
+    # effect" of sympy's, which made this law flaky when hypothesis drew such a case)
     from torch._export.serde.serialize import ExportedProgramDeserializer  # noqa: F401 (warm imports)
     from torch.utils._sympy import functions as f
 

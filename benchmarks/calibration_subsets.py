@@ -22,6 +22,7 @@ Each mode is converted as the compiler converts a calibration set of that size f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from fidelity import MODELS, run_mode, splits, subset_conversion, total_steps  #
 
 from snncompile.api import accuracy, load_model  # noqa: E402
 from snncompile.backends import reference  # noqa: E402
-from snncompile.compiler import Options, to_snn  # noqa: E402
+from snncompile.compiler import Options  # noqa: E402
 from snncompile.sim import snn as float_snn  # noqa: E402
 from snncompile.sim.ann import forward  # noqa: E402
 
@@ -81,15 +82,14 @@ def main() -> None:
         else:
             start = args.offset + k * args.samples
             calib = xtr[start:start + args.samples]
-        snn = to_snn(graph, calib, Options(steps=args.steps, progress=False, **extra))
-        run_steps = total_steps(snn, args.steps)
-        scores = float_snn.simulate(snn, x, run_steps, delay=1).scores()
+        options = Options(steps=args.steps, progress=False, **extra)
+        plain = subset_conversion(graph, calib, dataclasses.replace(options, calibrate="none"))
+        scores = float_snn.simulate(plain[0], x, total_steps(plain[0], args.steps), delay=1).scores()
         row = [100 * accuracy(next(iter(scores.values())), y)]
         for mode in args.modes:
             # the compiler's conversion of the subset for this --calibrate: the same float SNN, or
             # one on the subset and its mixups where compiler.mixup_samples adds them
-            mode_snn, mode_calib = subset_conversion(graph, calib, Options(steps=args.steps, calibrate=mode,
-                                                                           progress=False, **extra))
+            mode_snn, mode_calib = subset_conversion(graph, calib, dataclasses.replace(options, calibrate=mode), plain)
             fixed, seconds = run_mode(mode, graph, mode_snn, mode_calib, args.steps, **extra)
             # its own T + L: the delay choice may relay differently on the mixups
             logits, _ = reference.predict(fixed, x, total_steps(mode_snn, args.steps), device="cpu", progress=False)

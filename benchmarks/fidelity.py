@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from snncompile.api import accuracy, load_model
-from snncompile.compiler import DEFAULT_CALIB_SAMPLES, Options, convert, resolve_calibration
+from snncompile.compiler import (DEFAULT_CALIB_SAMPLES, Options, convert, mixup_samples, more_samples,
+                                 resolve_calibration)
 from snncompile.backends import reference
 from snncompile.data import load
 from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effective_weight
@@ -62,6 +63,7 @@ DIGITS32 = ("resnet20", "mobilenetv2")  # trained on digits upsampled to 32Ã—32Ã
 NO_PEER = {"mobilenetv2": "SpikingJelly's ann2snn converts nn.ReLU only; MobileNetV2's ReLU6 would stay analog"}
 PEER_MODES = (("Max", False, False), ("99.9%", False, False), ("99.9%", True, True), ("Max", True, True))
 MODES = ("none", "light (float)", "light", "advanced", "auto")
+CALIBRATE_OF = {"light (float)": "light"}  # the compiler's --calibrate whose conversion a mode uses
 
 
 def float_bias_correction(ann, snn, data, steps):
@@ -178,13 +180,27 @@ def spikingjelly_best(key, calib, x, y, steps_list):
     return best
 
 
-def subset_conversion(graph, calib, options):
-    """``compiler.convert`` of one calibration subset ``calib`` as the whole calibration set: the
-    float SNN and the samples it was converted on (the subset, or with mixups where the compiler
-    adds them: ``options.calib_samples`` None stands for a subset of the default size)."""
+def mode_conversion(graph, train, options, plain=None):
+    """``compiler.convert(graph, train, options)``: the float SNN and calibration samples the
+    compiler gives ``options.calibrate``. ``plain`` is convert's result for --calibrate none with
+    the same options (the first 256 or --calib-samples samples, nothing added); it is returned
+    as it is where neither ``more_samples`` nor ``mixup_samples`` has anything to say for this
+    mode, so that the modes sharing one conversion (none and light always) convert once (a
+    MobileNetV2 conversion takes 50-80 s)."""
+    if plain is not None:
+        snn = plain[0]
+        if not any(more_samples(graph, snn, len(train), options)) and not any(mixup_samples(graph, snn, options)):
+            return plain
+    return convert(graph, train, options)
+
+
+def subset_conversion(graph, calib, options, plain=None):
+    """``mode_conversion`` of one calibration subset ``calib`` as the whole calibration set (the
+    subset, or with mixups where the compiler adds them: ``options.calib_samples`` None stands
+    for a subset of the default size)."""
     if options.calib_samples is None and len(calib) != DEFAULT_CALIB_SAMPLES:
         options = dataclasses.replace(options, calib_samples=len(calib))
-    return convert(graph, calib, options)
+    return mode_conversion(graph, calib, options, plain)
 
 
 def spread(args) -> list[str]:
@@ -214,12 +230,13 @@ def spread(args) -> list[str]:
             peer_k = spikingjelly_modes(key, calib, x, y, args.steps)
             for steps in args.steps:
                 peer[steps].append(peer_k[steps])
+                options = Options(steps=steps, threshold=args.threshold, equalize_delays=args.equalize_delays)
+                plain = subset_conversion(graph, calib, dataclasses.replace(options, calibrate="none"))
                 for mode in args.modes:
                     # the compiler's conversion of this subset for this --calibrate (its mixups where
                     # compiler.mixup_samples adds them)
-                    snn, mode_calib = subset_conversion(graph, calib, Options(
-                        steps=steps, threshold=args.threshold, equalize_delays=args.equalize_delays,
-                        calibrate={"light (float)": "light"}.get(mode, mode)))
+                    snn, mode_calib = subset_conversion(graph, calib, dataclasses.replace(
+                        options, calibrate=CALIBRATE_OF.get(mode, mode)), plain)
                     fixed, _ = run_mode(mode, graph, snn, mode_calib, steps)
                     logits, _ = reference.predict(fixed, x, total_steps(snn, steps), device="cpu", progress=False)
                     ours[steps, mode].append(accuracy(logits, y))
@@ -348,13 +365,14 @@ def main() -> None:
             print(f"  ({key}: no SpikingJelly figure: {NO_PEER[key]})", flush=True)
         for steps in args.steps:
             conversions = {}  # (samples, mixups) -> (snn, calib, float accuracy): modes given the same samples
+            options = Options(steps=steps, threshold=args.threshold, equalize_delays=args.equalize_delays,
+                              calib_samples=args.calib_samples)
+            plain = convert(graph, xtr, dataclasses.replace(options, calibrate="none"))
             for mode in args.modes:
                 # the compiler's conversion for this --calibrate (compiler.convert), so that
                 # --equalize-delays auto, the calibration sample count and the mixups choose as they do
-                snn, calib = convert(graph, xtr, Options(steps=steps, threshold=args.threshold,
-                                                         equalize_delays=args.equalize_delays,
-                                                         calib_samples=args.calib_samples,
-                                                         calibrate={"light (float)": "light"}.get(mode, mode)))
+                snn, calib = mode_conversion(graph, xtr, dataclasses.replace(
+                    options, calibrate=CALIBRATE_OF.get(mode, mode)), plain)
                 choice = snn.metadata["calib_samples"]
                 samples = (choice["samples"], choice.get("mixups", 0))
                 if samples not in conversions:

@@ -316,7 +316,10 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
     monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", 64)
     small, calib = convert(ann, train, Options(steps=2))  # the digits ResNet: the small branch (mixups)
     assert len(calib) == 64 and np.array_equal(calib[:32], train[:32])
-    assert small.metadata["calib_samples"]["samples"] == 32 and small.metadata["calib_samples"]["mixups"] == 32
+    assert small.metadata["calib_samples"] == {
+        "samples": 32, "requested": None, "mixups": 32,
+        "why": "mixup auto: advanced on a network within auto's small limits: as many mixups (blends of two "
+               "samples) as samples"}
     monkeypatch.setattr(compiler, "AUTO_ADVANCED_NEURONS", 10)
     monkeypatch.setattr(compiler, "AUTO_ADVANCED_AGREEMENT", 1.01)  # the float SNN never agrees enough
     options = Options(steps=2, progress=False)

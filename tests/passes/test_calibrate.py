@@ -82,6 +82,7 @@ from snncompile.passes.calibrate import (  # noqa: E402
     layer_errors,
     measure,
     objective,
+    step_scale,
 )
 from tests.builders import make_resnet  # noqa: E402
 
@@ -122,6 +123,17 @@ def test_weight_calibration_reduces_the_layers_l2_objective(digits_image, layer)
         w = tuned.op("conv2").weight
         assert plain.op("conv2").weight_format.contains(w) and not np.array_equal(w, plain.op("conv2").weight)
         assert tuned.op("conv1") == plain.op("conv1")
+
+
+def test_weight_calibrations_step_anneals_on_a_cosine_to_zero():
+    """Adam's step starts at lr, is lr/2 halfway and about 0 at the last step; its mean over the
+    run is lr/2 (the constant 0.5 of before, with lr 1.0)."""
+    n = 300
+    scales = [step_scale(i, n) for i in range(n)]
+    assert scales[0] == 1.0 and scales[n // 2] == pytest.approx(0.5) and scales[-1] < 1e-4
+    assert all(a > b for a, b in zip(scales, scales[1:]))
+    assert np.mean(scales) == pytest.approx(0.5, abs=2 / n)
+    assert WeightCalibration(steps=STEPS).lr == 1.0
 
 
 def test_potential_initialization_moves_the_count_by_the_charge(digits_image):

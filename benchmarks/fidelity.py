@@ -407,14 +407,15 @@ def main() -> None:
                 print(row, flush=True)
                 if args.gap and mode == "none":
                     cells = []
-                    plain = pipeline.run(snn, (Quantize(data=calib, steps=steps),))  # no delay compensation
+                    # (not ``plain``: that is the calibrate-none conversion the later modes reuse)
+                    quantized = pipeline.run(snn, (Quantize(data=calib, steps=steps),))  # no delay compensation
                     for parts in GAP_PARTS:
-                        run = float_snn.simulate(dequantized(snn, plain, parts), x, run_steps, delay=1)
+                        run = float_snn.simulate(dequantized(snn, quantized, parts), x, run_steps, delay=1)
                         cells.append(f"{100 * accuracy(next(iter(run.scores().values())), y):.2f}")
                     noise = ""
                     if args.noise:
                         rng = np.random.default_rng(0)
-                        accs = [accuracy(next(iter(float_snn.simulate(perturbed(snn, plain, rng), x, run_steps,
+                        accs = [accuracy(next(iter(float_snn.simulate(perturbed(snn, quantized, rng), x, run_steps,
                                                                       delay=1).scores().values())), y)
                                 for _ in range(args.noise)]
                         noise = f" {100 * min(accs):.2f} – {100 * max(accs):.2f} (mean {100 * np.mean(accs):.2f}) |"

@@ -29,10 +29,12 @@ advanced (``AdvancedCalibration``), per layer:
    target's weight format (even integers in [−256, 254] on Loihi 2) are inside the loop, with
    straight-through gradients, so the weights Adam returns are already integers of the layer's
    own scale: quantization happens inside the loop. Adam's step anneals from ``lr`` to 0 on a
-   cosine, as in the authors' code (its mean, lr/2, is the constant step this used before), so
-   the weights settle instead of ending wherever the last constant step left them across a
-   rounding boundary. The result is kept only if the measured objective ‖r_l − a_l‖² on the
-   fixed-point simulator went down.
+   cosine, as in the authors' code (its mean, lr/2, is the constant step this used before; the
+   intent, not measured apart from the accuracy in benchmarks/results/fidelity.md, is that the
+   weights settle rather than end wherever a constant last step left them across a rounding
+   boundary). ``step_scale`` is the closed form rather than torch's CosineAnnealingLR, whose
+   recursive update differs from it in the last bits. The result is kept only if the measured
+   objective ‖r_l − a_l‖² on the fixed-point simulator went down.
 2. potential initialization: v0 += T · mean(a_l − r_l) per channel (in v units), i.e. the mean
    error is corrected by the initial charge; this also finds the ⌊·⌋ vs rounding offset (≈ θ/2)
    of the paper's analysis from the data.

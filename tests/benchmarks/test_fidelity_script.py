@@ -1,0 +1,41 @@
+"""benchmarks/fidelity.py runs end to end on a small bundled model: the main table after a mode
+that reuses the calibrate-none conversion, and the --gap/--noise table (cb80d14 fixed a crash
+there that no test saw: every mode after ``none`` failed with --gap)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PERCENT = r"(\d+\.\d\d)"
+
+
+def test_fidelity_script_main_and_gap_tables(tmp_path):
+    out = tmp_path / "fidelity.md"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/fidelity.py", "--models", "mlp", "--steps", "4", "--modes", "none",
+         "light (float)", "light", "--gap", "--noise", "1", "--no-peer", "--test-samples", "40", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert "Produced by `python benchmarks/fidelity.py --models mlp" in text
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(rf"\| mlp \| {PERCENT} % \| 4 \| {PERCENT} % \| ([^|]+) \| {PERCENT} % \| ([+-]\d+\.\d\d) \|", line)
+        if m:
+            ann, float_snn, mode, snn, diff = m.groups()
+            rows[mode.strip()] = (float(ann), float(float_snn), float(snn), float(diff))
+    assert set(rows) == {"none", "light (float)", "light"}, text
+    for ann, float_snn, snn, diff in rows.values():
+        assert 0 < snn <= 100 and abs(snn - ann - diff) < 0.011
+    gap = [line for line in text.splitlines() if line.startswith("| mlp | 4 | ")]
+    assert len(gap) == 1, text
+    cells = [c.strip() for c in gap[0].strip("|").split("|")]
+    # model, T, float, weights, thresholds, biases, v_init, all, fixed, the noise range
+    assert len(cells) == 10
+    numbers = [float(c) for c in cells[2:9]]
+    assert all(0 < v <= 100 for v in numbers)
+    # the gap table's float SNN is the main table's (the same conversion, the same test samples)
+    assert numbers[0] == rows["none"][1]
+    assert re.fullmatch(rf"{PERCENT} – {PERCENT} \(mean {PERCENT}\)", cells[9])

@@ -167,6 +167,49 @@ def test_advanced_calibration_reduces_every_layers_error_and_keeps_structure(dig
         assert abs(adv_err[layer]["mean"]) < abs(plain_err[layer]["mean"])
 
 
+def test_readout_calibration_fits_the_logits_on_the_exact_membrane_model(digits_image):
+    """After the spiking layers, the readout's weights are tuned toward the ANN's output: its
+    membrane is exactly linear in the counts its source delivered (the model
+    ``WeightCalibration(linear=True)`` fits); the measured output error goes down on the
+    calibration samples and on samples calibration never saw; only the readout's synapse changes,
+    to integers of its format."""
+    from snncompile.ir.timing import latency_steps
+    from snncompile.passes.calibrate import _outputs
+
+    ann = make_cnn(seed=11)
+    calib, held_out = digits_image.train.x[:256], digits_image.test.x[:200]
+    plain = _floored(ann, calib)
+    (out,) = plain.output_names()
+    (readout,) = plain.inputs(out)
+    (synapse,) = plain.inputs(readout)
+    op, syn = plain.op(readout), plain.op(synapse)
+    assert op.readout
+    # the membrane model: v = v0 + 64 · W · 2**exp · c + R · bias, c the source's delivered counts
+    steps = STEPS + latency_steps(plain)
+    run = fixed.simulate(plain, held_out, steps, device="cpu", record=False, count_spikes=True)
+    counts = run.counts_delivered[fixed._spike_source(plain, synapse)].reshape(len(held_out), -1)
+    bias = np.left_shift(op.bias_mant.astype(np.int64), op.bias_exp.astype(np.int64))
+    v = op.v_init + 64 * counts @ (syn.weight.astype(np.int64) << int(syn.weight_exp)).T + steps * bias
+    np.testing.assert_array_equal(v, run.trace.outputs[out])
+
+    def calibrated(readout_iterations):
+        return pipeline.run(plain, (AdvancedCalibration(ann=ann, data=calib, steps=STEPS, iterations=100,
+                                                        readout_iterations=readout_iterations,
+                                                        versus_light=False),))
+
+    without, tuned = calibrated(0), calibrated(500)
+    entry = tuned.metadata["advanced_calibration"]["readout"]
+    assert "readout" not in without.metadata["advanced_calibration"]
+    assert entry["kept"] and entry["objective"][1] < entry["objective"][0]
+    changed = [n for n in tuned.order() if tuned.op(n) != without.op(n)]
+    assert changed == [synapse]
+    assert syn.weight_format.contains(tuned.op(synapse).weight)
+    for data in (calib, held_out):
+        target = forward(ann, data).numpy()
+        errors = [np.mean((_outputs(g, data, STEPS) - target) ** 2) for g in (without, tuned)]
+        assert errors[1] < errors[0]
+
+
 def test_residual_block_with_membrane_add_calibrates(digits_image):
     """relu3 sums conv3 and the identity shortcut from relu1: both synapses are calibrated."""
     ann = make_resnet(seed=3)

@@ -363,9 +363,10 @@ def fixed_point(snn: Graph, calib: np.ndarray, options: Options, ann: Graph | No
         "requested": options.calibrate, "samples": len(calib), **({"why": why} if why else {}),
         "seconds": round(time.perf_counter() - t0, 3) if calibration is not None else 0.0,
         "in_fixed_point": True,
-        # advanced's readout weight calibration (passes.calibrate): output error before/after, kept
-        **({"readout": readout} if (readout := fixed_graph.metadata.get("advanced_calibration", {})
-                                                .get("readout")) else {}),
+        # advanced's readout weight calibration (passes.calibrate): output error before/after,
+        # kept (its seconds stay in the graph's metadata: report.json holds one timing here)
+        **({"readout": {k: v for k, v in readout.items() if k != "seconds"}}
+           if (readout := fixed_graph.metadata.get("advanced_calibration", {}).get("readout")) else {}),
     }}
     fixed_graph = builder.build()
     with phase("place"):

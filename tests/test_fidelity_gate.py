@@ -40,6 +40,12 @@ def test_ci_fidelity_gate_vgg_defaults_t8(tmp_path, capsys):
     # --calibrate auto: advanced on a model this small
     assert report["calibration"]["mode"] == "advanced" and report["calibration"]["requested"] == "auto"
     assert report["snn_accuracy"] >= report["ann_accuracy"] - 0.015
+    # advanced ends with the readout's weight calibration: its output error on the calibration
+    # samples before and after, and whether it is in the graph compiled (only where it went down)
+    readout = report["calibration"]["readout"]
+    before, after = readout["objective"]
+    assert isinstance(readout["kept"], bool) and before > 0
+    assert after < before or not readout["kept"]
 
 
 def test_gate_failure_exits_3_with_one_line_and_keeps_the_report(tmp_path, capsys):

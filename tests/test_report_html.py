@@ -91,7 +91,14 @@ def test_report_json_has_sweep_and_activation_error(compiled):
     for layer in data["layers"]:
         err = layer["activation_error"]
         assert err["samples"] == 64 and 0 <= err["mean_abs"] <= err["rmse"] and math.isfinite(err["rmse"])
-    assert all(0 < layer["weight_error"] < 0.1 for layer in data["layers"][1:])  # 8-bit weights: ~1 %
+    # 8-bit weights: ~1 %; the readout's weights are refitted by advanced calibration where it
+    # kept that fit (--calibrate auto runs advanced on this MLP): moved far more, by design
+    tuned = data["calibration"]["mode"] == "advanced" and data["calibration"]["readout"]["kept"]
+    for layer in data["layers"][1:]:
+        if tuned and layer["name"].endswith("_readout"):
+            assert 0 < layer["weight_error"] < 1 and math.isfinite(layer["weight_error"])
+        else:
+            assert 0 < layer["weight_error"] < 0.1, layer
 
 
 def test_activation_error_matches_a_recorded_run(compiled):

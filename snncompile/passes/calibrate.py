@@ -617,53 +617,62 @@ class AdvancedCalibration:
             entry["seconds"] = round(time.perf_counter() - t0, 3)
             log[layer] = entry
         summary = {"layers": log}
+        # the ANN's output on the calibration samples and advanced's (once the readout step
+        # measured it): what the readout fits and the whole-graph choice compares, computed once
+        logits = forward(self.ann, self.data).numpy() if layers else None
+        output = None
         if self.readout_iterations and layers:
-            graph, summary["readout"] = self._calibrate_readout(graph, prefix)
+            graph, summary["readout"], output = self._calibrate_readout(graph, prefix, logits)
         if self.versus_light and layers:
-            graph, summary["whole"] = self._versus_light(start, graph, prefix, targets)
+            graph, summary["whole"] = self._versus_light(start, graph, prefix, targets, logits, output)
             if summary["whole"]["kept"] != "advanced" and summary.get("readout"):  # not in the graph kept
                 summary["readout"] = {**summary["readout"], "kept": False}
         builder = graph.edit()
         builder.metadata = {**builder.metadata, "advanced_calibration": summary}
         return builder.build()
 
-    def _calibrate_readout(self, graph: Graph, prefix: Layerwise) -> tuple[Graph, dict]:
+    def _calibrate_readout(self, graph: Graph, prefix: Layerwise,
+                           target: np.ndarray) -> tuple[Graph, dict, np.ndarray | None]:
         """Weight calibration of the readout once every spiking layer is final: its incoming
         weights, toward the ANN's output on the calibration samples, on the readout's membrane
         per step of evidence (``WeightCalibration`` with ``linear``: exact, the readout never
         spikes), from the spike counts its sources delivered. Kept where the measured output's
-        mean squared error went down. Metadata: ``objective`` [before, after], ``kept``."""
+        mean squared error went down. Metadata: ``objective`` [before, after], ``kept``. Also
+        returns the graph's output on the calibration samples, as ``Layerwise.output`` gives it
+        (None for a spiking output layer, which is left as it is)."""
         (out,) = graph.output_names()
         (src,) = graph.inputs(out)
         if not graph.op(src).readout:
-            return graph, {}
+            return graph, {}, None
         t0 = time.perf_counter()
-        target = forward(self.ann, self.data).numpy()
         run = prefix._run(graph, src, prefix.total, keep=False, count=True)
-        before = float(np.mean((_output_of(graph, src, run, self.steps) - target) ** 2))
+        output = _output_of(graph, src, run, self.steps)
+        before = float(np.mean((output - target) ** 2))
         wc = WeightCalibration(steps=self.steps, iterations=self.readout_iterations, progress=self.progress)
         tuned = wc(graph, src, self.data, run, target, linear=True)
         entry = {"objective": [before, before], "kept": False}  # (unchanged: inputs the model cannot read)
         if tuned is not graph:
-            after = float(np.mean((prefix.output(tuned) - target) ** 2))
+            tuned_output = prefix.output(tuned)
+            after = float(np.mean((tuned_output - target) ** 2))
             entry.update(objective=[before, after], kept=after < before)
             if after < before:
-                graph = tuned
+                graph, output = tuned, tuned_output
         entry["seconds"] = round(time.perf_counter() - t0, 3)
-        return graph, entry
+        return graph, entry, output
 
-    def _versus_light(self, start: Graph, advanced: Graph, prefix: Layerwise,
-                      targets: dict[str, np.ndarray]) -> tuple[Graph, dict]:
+    def _versus_light(self, start: Graph, advanced: Graph, prefix: Layerwise, targets: dict[str, np.ndarray],
+                      logits: np.ndarray, advanced_output: np.ndarray | None = None) -> tuple[Graph, dict]:
         """Advanced's graph, light's (``BiasCorrection`` from ``start``) or the uncalibrated
         ``start``, whichever output is closest to the ANN's (``closest_outputs``: class agreement, then mean
         squared error per step of evidence within ``AGREEMENT_MARGIN``). (Class
         agreement alone is too coarse on 256 training samples: on the digits ResNet at T=8 light
-        agreed on 4 more of them and scored 2.5 pp less on the test split.)"""
+        agreed on 4 more of them and scored 2.5 pp less on the test split.) ``logits``: the ANN's
+        output on the calibration samples; ``advanced_output``: advanced's, where already measured."""
         light, light_prefix = BiasCorrection(ann=self.ann, data=self.data, steps=self.steps,
                                              bias_exp=self.bias_exp).correct(start, targets)
-        outputs = {"advanced": prefix.output(advanced), "light": light_prefix.output(light),
-                   "none": _outputs(start, self.data, self.steps)}
-        kept, log = closest_outputs(forward(self.ann, self.data).numpy(), outputs)
+        outputs = {"advanced": prefix.output(advanced) if advanced_output is None else advanced_output,
+                   "light": light_prefix.output(light), "none": _outputs(start, self.data, self.steps)}
+        kept, log = closest_outputs(logits, outputs)
         if kept == "light":  # its own bias corrections, under advanced's name
             builder = light.edit()
             builder.metadata = {k: v for k, v in builder.metadata.items() if k != "bias_correction"}

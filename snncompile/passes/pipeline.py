@@ -17,6 +17,7 @@ from snncompile.passes.linear_regions import LowerLinearRegions
 from snncompile.passes.residual import lower_residual
 from snncompile.passes.split_concat import split_concat
 from snncompile.passes.quantize import Quantize
+from snncompile.passes.trim_taps import trim_taps
 from snncompile.targets.loihi2 import LOIHI2
 
 Pass = Callable[[Graph], Graph]
@@ -48,16 +49,18 @@ def convert(data: np.ndarray, percentile: float = 100.0, reset: Reset = Reset.SU
             equalize: bool = False) -> tuple[Pass, ...]:
     """Float ANN -> float SNN (threshold ``mode``: max | percentile | mse for ``steps`` steps;
     initial potential ``v_init``·θ; per-channel balancing folded into the weights; ``equalize``:
-    relay layers make every path into a neuron equally deep, passes.equalize_delays)."""
-    return (fold_batchnorm, split_concat, LowerLinearRegions(),
+    relay layers make every path into a neuron equally deep, passes.equalize_delays; taps that only
+    read padding are zeroed, passes.trim_taps)."""
+    return (fold_batchnorm, split_concat, LowerLinearRegions(), trim_taps,
             ConvertReLU(data=data, percentile=percentile, reset=reset, mode=mode, steps=steps, v_init=v_init,
                         channel_wise=channel_wise)) + ((EqualizeDelays(),) if equalize else ())
 
 
 def spiking() -> tuple[Pass, ...]:
     """A float SNN (neurons already there, e.g. directly trained) -> float SNN ready to quantize:
-    residual sums become synapses (passes.residual), pooling and Flatten fold into them."""
-    return (lower_residual, LowerLinearRegions(relays=False))
+    residual sums become synapses (passes.residual), pooling and Flatten fold into them, taps that
+    only read padding are zeroed (passes.trim_taps)."""
+    return (lower_residual, LowerLinearRegions(relays=False), trim_taps)
 
 
 def loihi2(data: np.ndarray, steps: int, percentile: float = 100.0) -> tuple[Pass, ...]:

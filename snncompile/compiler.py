@@ -38,8 +38,8 @@ class Options:
     data: str = "digits"  # evaluation data: digits (its test split) or a .npz (see snncompile.data)
     calib_data: str | None = None  # calibration data; default: digits' train split / part of --data
     samples: int = 4  # samples run on Lava and compared bit for bit
-    # calibration samples: None = the default, 256, or 512 where --calibrate auto runs advanced on
-    # a deep network and the cost allows (convert)
+    # calibration samples: None = the default, 256, or 1,024 or 512 where --calibrate auto runs
+    # advanced on a deep network and the cost allows (convert)
     calib_samples: int | None = None
     # add blends of pairs of calibration samples (convert, MIXUP): auto (where advanced calibrates a
     # small network on the default samples) | on | off
@@ -124,16 +124,20 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 DEFAULT_CALIB_SAMPLES = 256
 # With no --calib-samples, a network beyond --calibrate auto's small limits (the deep branch of
-# resolve_calibration) on which auto runs advanced is converted and calibrated on this many
-# samples instead, where calibrated neurons × samples × (T + L) stays within AUTO_MORE_SAMPLES_WORK.
-# torchvision's MobileNetV2 (width 0.25, digits32, ANN 94.72 %), advanced, 256 → 512 samples:
-# T=8 77.22 → 83.89 % (calibration 165 → 234 s), T=16 90.56 → 90.56 % (184 → 215 s), T=32
-# 93.15 (mean of 3 subsets) → 95.00 % (2 subsets, 274 s), T=64 94.17 → 95.00 % (258 → 317 s, over
-# 5 min); the digits models gain one or two test samples either way (not applied: small branch)
-AUTO_MORE_CALIB_SAMPLES = 512
-# MobileNetV2 at T=32 with 512 samples: 42,288 × 512 × 67 = 1.45 G (274–298 s); at T=64 2.14 G (317 s);
-# ResNet-20 at T=8 with 256: 188,416 × 256 × 27 = 1.30 G (286 s), with 512 it would be 2.6 G
-AUTO_MORE_SAMPLES_WORK = 1_500_000_000
+# resolve_calibration) on which auto runs advanced is converted and calibrated on more samples:
+# the first (samples, work) of AUTO_MORE_CALIB_SAMPLES whose calibrated neurons × samples × (T + L)
+# stays within its work bound. torchvision's MobileNetV2 (width 0.25, digits32, ANN 94.72 %),
+# advanced, 256 → 512 samples: T=8 77.22 → 83.89 % (calibration 165 → 234 s), T=16 90.56 → 90.56 %
+# (184 → 215 s), T=32 93.15 (mean of 3 subsets) → 95.00 % (2 subsets, 274 s), T=64 94.17 → 95.00 %
+# (258 → 317 s, over 5 min); the digits models gain one or two test samples either way (not
+# applied: small branch). Since the readout calibration and the trimmed taps, 512 → 1,024 samples:
+# T=16 92.22 → 94.44 % (calibration 172 → 238 s), agreement with the ANN on held-out train samples
+# 96.6 → 97.3 %; T=8 88.89 → 88.06 % (152 → 220 s) (benchmarks/results/fidelity.md, "Unused kernel
+# taps, and 1,024 calibration samples at short T").
+AUTO_MORE_CALIB_SAMPLES = ((1024, 2_250_000_000), (512, 1_500_000_000))
+# MobileNetV2: T=8 with 1,024 samples 42,288 × 1,024 × 43 = 1.86 G, T=16 2.21 G; T=32 with 512
+# 1.45 G (with 1,024: 2.9 G); T=64 with 512 2.14 G (over 1.5 G: 256). ResNet-20 at T=4 with 512:
+# 188,416 × 512 × 23 = 2.22 G (over 1.5 G: 256); at T=8 with 256 1.30 G (286 s on a slower machine)
 
 
 def calib_count(options: Options) -> int:
@@ -143,7 +147,7 @@ def calib_count(options: Options) -> int:
 
 def convert(graph: Graph, train: np.ndarray, options: Options) -> tuple[Graph, np.ndarray]:
     """(the float SNN, the calibration samples) from the calibration data ``train``: the first
-    ``calib_count`` samples, or, with no --calib-samples, AUTO_MORE_CALIB_SAMPLES where
+    ``calib_count`` samples, or, with no --calib-samples, more (AUTO_MORE_CALIB_SAMPLES) where
     ``more_samples`` says so, or those samples and as many blends of pairs of them where
     ``mixup_samples`` says so (the conversion is then redone on them: thresholds and the delay
     choice see the same samples the calibration does). The SNN's metadata says which."""
@@ -216,25 +220,28 @@ def mixup_samples(graph: Graph, snn: Graph, options: Options) -> tuple[bool, str
 
 
 def more_samples(graph: Graph, snn: Graph, available: int, options: Options) -> tuple[int | None, str | None]:
-    """(AUTO_MORE_CALIB_SAMPLES or None, why) for the float SNN ``snn`` converted on the default
-    samples: more only with no --calib-samples, on a target that calibrates, where --calibrate
-    auto runs advanced past its small limits and the work stays within AUTO_MORE_SAMPLES_WORK."""
+    """(the samples or None, why) for the float SNN ``snn`` converted on the default samples:
+    more only with no --calib-samples, on a target that calibrates, where --calibrate auto runs
+    advanced past its small limits: the first count of AUTO_MORE_CALIB_SAMPLES (at most the
+    samples there are) whose work stays within its bound."""
     if options.calib_samples is not None or options.target == "nir" or options.calibrate != "auto":
         return None, None
     mode, _ = resolve_calibration("auto", snn, graph, options.steps, DEFAULT_CALIB_SAMPLES)
     if mode != "advanced" or _small(*_size(snn)):
         return None, None
-    more = min(AUTO_MORE_CALIB_SAMPLES, available)
-    if more <= DEFAULT_CALIB_SAMPLES:
+    if available <= DEFAULT_CALIB_SAMPLES:
         return None, (f"auto: advanced on a deep network; {available} calibration samples in all: "
                       f"{min(available, DEFAULT_CALIB_SAMPLES)} used")
     neurons = _calibrated(snn, graph)[1]
-    work = neurons * more * (options.steps + latency_steps(snn))
-    if work > AUTO_MORE_SAMPLES_WORK:
-        return None, (f"auto: advanced on a deep network; {more} samples would cost {work:,} neuron·sample·steps "
-                      f"(> {AUTO_MORE_SAMPLES_WORK:,}): {DEFAULT_CALIB_SAMPLES}")
-    return more, (f"auto: advanced on a deep network; {neurons:,} calibrated neurons × {more} samples × "
-                  f"(T + L) = {work:,} neuron·sample·steps (at most {AUTO_MORE_SAMPLES_WORK:,}): {more} samples")
+    over = []
+    for count, bound in AUTO_MORE_CALIB_SAMPLES:
+        more = min(count, available)
+        work = neurons * more * (options.steps + latency_steps(snn))
+        if work <= bound:
+            return more, (f"auto: advanced on a deep network; {neurons:,} calibrated neurons × {more} samples × "
+                          f"(T + L) = {work:,} neuron·sample·steps (at most {bound:,}): {more} samples")
+        over.append(f"{more} samples would cost {work:,} neuron·sample·steps (> {bound:,})")
+    return None, f"auto: advanced on a deep network; {', '.join(over)}: {DEFAULT_CALIB_SAMPLES}"
 
 
 @small_pages()
@@ -648,7 +655,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
             "accuracies": "every accuracy is measured on the evaluation data; calibration (thresholds, "
                           "fixed-point ranges, bias/weight calibration) saw only the calibration data"},
     )
-    # the calibration samples used and why (convert: 256, or 512 on a deep network under auto)
+    # the calibration samples used and why (convert: 256, or 1,024 or 512 on a deep network under auto)
     report.data["calib_samples_choice"] = snn.metadata.get("calib_samples")
     report.data["fidelity_gate"] = fidelity_gate(report, options)
     report.data["delays"] = snn.metadata.get("delays") or {

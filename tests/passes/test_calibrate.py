@@ -1,5 +1,7 @@
 """Light calibration (bias correction) in fixed point: structure kept, rate error reduced."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -355,9 +357,9 @@ def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evide
 def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_advanced(digits_image,
                                                                                         monkeypatch):
     """With no --calib-samples, compiler.convert converts and calibrates a network past --calibrate
-    auto's small limits (here: the limits lowered below the digits ResNet) on
-    AUTO_MORE_CALIB_SAMPLES instead of DEFAULT_CALIB_SAMPLES where auto runs advanced and the
-    work (calibrated neurons × samples × (T + L)) is within AUTO_MORE_SAMPLES_WORK: the thresholds
+    auto's small limits (here: the limits lowered below the digits ResNet) on more samples than
+    DEFAULT_CALIB_SAMPLES where auto runs advanced: the first count of AUTO_MORE_CALIB_SAMPLES
+    whose work (calibrated neurons × samples × (T + L)) is within its bound; the thresholds
     then come from the larger set too, and report and calibration record the choice and why. An
     explicit --calib-samples, another calibration, the nir target, a small network, too much work
     or too few samples keep the default."""
@@ -368,7 +370,7 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
     ann = make_resnet(seed=3)
     train = digits_image.train.x
     monkeypatch.setattr(compiler, "DEFAULT_CALIB_SAMPLES", 32)
-    monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", 64)
+    monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", ((64, 1_500_000_000),))
     small, calib = convert(ann, train, Options(steps=2))  # the digits ResNet: the small branch (mixups)
     assert len(calib) == 64 and np.array_equal(calib[:32], train[:32])
     assert small.metadata["calib_samples"] == {
@@ -393,12 +395,20 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
     assert len(convert(ann, train[:40], options)[1]) == 40  # fewer than 64: all of them
     assert "32 calibration samples in all: 32 used" in convert(ann, train[:32], options)[0].metadata[
         "calib_samples"]["why"]
-    monkeypatch.setattr(compiler, "AUTO_MORE_SAMPLES_WORK", 1)
+    monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", ((96, 1), (64, 1)))
     short, calib = convert(ann, train, options)
-    assert len(calib) == 32 and "would cost" in short.metadata["calib_samples"]["why"]
+    assert len(calib) == 32
+    assert re.fullmatch(r"auto: advanced on a deep network; 96 samples would cost [\d,]+ neuron·sample·steps "
+                        r"\(> 1\), 64 samples would cost [\d,]+ neuron·sample·steps \(> 1\): 32",
+                        short.metadata["calib_samples"]["why"])
+    # the first count whose work fits: 64 where 96's does not, 96 where it does
+    monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", ((96, 1), (64, 10**12)))
+    assert len(convert(ann, train, options)[1]) == 64
+    monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", ((96, 10**12), (64, 10**12)))
+    assert len(convert(ann, train, options)[1]) == 96
     # the whole compile: calibration ran on the 64, and the SNN's record (report.json's
     # calib_samples_choice) says why
-    monkeypatch.setattr(compiler, "AUTO_MORE_SAMPLES_WORK", 10**12)
+    monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", ((64, 10**12),))
     result = inspect_model(ann, Options(steps=2, progress=False, calib_iterations=5))
     record = result.fixed_graph.metadata["calibration"]
     assert record["mode"] == "advanced" and record["samples"] == 64

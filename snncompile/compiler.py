@@ -233,10 +233,11 @@ def more_samples(graph: Graph, snn: Graph, available: int, options: Options) -> 
         return None, (f"auto: advanced on a deep network; {available} calibration samples in all: "
                       f"{min(available, DEFAULT_CALIB_SAMPLES)} used")
     neurons = _calibrated(snn, graph)[1]
+    steps = options.steps + latency_steps(snn)
     over = []
     for count, bound in AUTO_MORE_CALIB_SAMPLES:
         more = min(count, available)
-        work = neurons * more * (options.steps + latency_steps(snn))
+        work = neurons * more * steps
         if work <= bound:
             return more, (f"auto: advanced on a deep network; {neurons:,} calibrated neurons × {more} samples × "
                           f"(T + L) = {work:,} neuron·sample·steps (at most {bound:,}): {more} samples")

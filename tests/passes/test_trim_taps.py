@@ -1,5 +1,3 @@
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -56,27 +54,26 @@ def test_bundled_mobilenetv2_keeps_the_depthwise_precision_its_unused_taps_took(
     default 512 at T=16)."""
     from snncompile.api import load_model
     from snncompile.passes import pipeline
-    from snncompile.passes.linear_regions import LowerLinearRegions
     from snncompile.passes.quantize import Quantize
     from tests.test_cli import ROOT
     from tests.zoo.models import digits32
 
     ann = load_model(ROOT / "examples" / "digits32_mobilenetv2.pt2")
     x = digits32()[0][:16]
-    snn = pipeline.run(ann, pipeline.convert(x, mode="mse", steps=16))
+    passes = pipeline.convert(x, mode="mse", steps=16)
+    snn = pipeline.run(ann, passes)
     assert snn.metadata["trimmed_taps"] == {"features_14_conv_1_0": [4, 9], "features_15_conv_1_0": [1, 9],
                                             "features_16_conv_1_0": [1, 9], "features_17_conv_1_0": [1, 9]}
-    # the same conversion with the taps kept: put each trimmed conv's weights back
-    lowered = LowerLinearRegions()(pipeline.split_concat(pipeline.fold_batchnorm(ann)))
-    builder = snn.edit()
-    for name in snn.metadata["trimmed_taps"]:
-        untrimmed = lowered.op(name).weight
-        w = snn.op(name).weight
-        # a channel-wise balanced conv: its rows scaled by 1/θ_c; the used taps equal, the rest put back
-        scale = w[:, :, 1, 1] / untrimmed[:, :, 1, 1]
-        assert np.allclose(w, np.where(w != 0, untrimmed * scale[:, :, None, None], 0.0))
-        builder.replace(name, dataclasses.replace(snn.op(name), weight=untrimmed * scale[:, :, None, None]))
-    kept = builder.build()
+    # the same conversion with the taps kept: the pipeline without the pass (same thresholds)
+    kept = pipeline.run(ann, tuple(p for p in passes if p is not trim_taps))
+    assert "trimmed_taps" not in kept.metadata
+    for name, op in snn.nodes():
+        if name in snn.metadata["trimmed_taps"]:
+            (src,) = snn.inputs(name)
+            used = used_taps(op, snn.shape(src)[1:], snn.shape(name)[1:])
+            assert np.array_equal(op.weight, np.where(used, kept.op(name).weight, 0.0))
+        elif isinstance(op, Conv2d):
+            assert np.array_equal(op.weight, kept.op(name).weight)
     from snncompile.sim import snn as float_snn
     assert np.array_equal(float_snn.predict(snn, x, 8, dtype=torch.float64),
                           float_snn.predict(kept, x, 8, dtype=torch.float64))

@@ -255,7 +255,9 @@ def inspect_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="snncompile inspect",
         description="Compile a model to Loihi 2 fixed point and print its IR as a table (name, op, "
-        "shape, neurons, synapses, cores); runs no simulation and writes no file.",
+        "shape, neurons, synapses, cores); writes no file. Calibration runs only when --calibrate names "
+        "it (light, advanced): under auto the table is the uncalibrated graph and a line on stderr says "
+        "what a compile would run.",
     )
     p.add_argument("model", help=MODEL_HELP)
     _common(p)
@@ -293,6 +295,9 @@ def inspect(argv: list[str]) -> int:
             result = inspect_model(args.model, options)
     except SnnCompileError as exc:
         return _fail(exc)
+    if result.calibration:
+        print(f"snncompile: inspect: no calibration run; a compile would run {result.calibration}",
+              file=sys.stderr)
     print(ir_table(result.fixed_graph, result.placement))
     return 0
 

@@ -8,6 +8,12 @@ identity and 1×1-conv downsample shortcuts, global average pooling, Linear), de
 zoo (``tests/zoo/models.py``) so the tests, the benchmarks and this script compile one network. It
 trains with Adam, a fixed seed and BatchNorm, on the training split of scikit-learn's digits
 upsampled ×4 to 32×32 on 3 channels (``digits32``), and is exported with torch.export in eval mode.
+
+Seeded and deterministic on one machine (two runs write the same weights), not across CPUs: the
+float sums of multithreaded convolutions differ between processors, and training amplifies the
+difference. ``examples/digits32_resnet20.pt2`` (96.67 % on the test split) is the benchmark's
+model; on a 2-core AMD EPYC (2026-12-07) this script writes another network, 91.67 % after its
+four epochs (the defaults on both: benchmarks/results/fidelity.md, "Retrained instances").
 """
 
 from __future__ import annotations

@@ -364,7 +364,7 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
     explicit --calib-samples, another calibration, the nir target, a small network, too much work
     or too few samples keep the default."""
     from snncompile import compiler
-    from snncompile.compiler import Options, convert, inspect_model, to_snn
+    from snncompile.compiler import Options, convert, fixed_point, to_snn
     from snncompile.ir import IF
 
     ann = make_resnet(seed=3)
@@ -409,10 +409,11 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
     # the whole compile: calibration ran on the 64, and the SNN's record (report.json's
     # calib_samples_choice) says why
     monkeypatch.setattr(compiler, "AUTO_MORE_CALIB_SAMPLES", ((64, 10**12),))
-    result = inspect_model(ann, Options(steps=2, progress=False, calib_iterations=5))
-    record = result.fixed_graph.metadata["calibration"]
+    whole = Options(steps=2, progress=False, calib_iterations=5)
+    snn, calib = convert(ann, train, whole)  # compile_model's stages (inspect calibrates only when asked)
+    record = fixed_point(snn, calib, whole, ann)[0].metadata["calibration"]
     assert record["mode"] == "advanced" and record["samples"] == 64
-    assert "64 samples" in result.snn_graph.metadata["calib_samples"]["why"]
+    assert "64 samples" in snn.metadata["calib_samples"]["why"]
 
 
 def test_mixup_blends_pairs_of_samples_reproducibly():
@@ -450,7 +451,7 @@ def test_convert_adds_mixups_where_advanced_calibrates_a_small_network(digits_im
     says so and why, and the whole compile reports the real samples and the mixups apart.
     --calib-mixup off, an explicit --calib-samples, another calibration or the nir target add
     none; --calib-mixup on adds them for any calibration."""
-    from snncompile.compiler import Options, convert, inspect_model, mixup, to_snn
+    from snncompile.compiler import Options, convert, fixed_point, mixup, to_snn
     from snncompile.errors import SnnCompileError
     from snncompile.ir import IF
 
@@ -476,5 +477,7 @@ def test_convert_adds_mixups_where_advanced_calibrates_a_small_network(digits_im
             "calib_samples"]["why"]
     with pytest.raises(SnnCompileError, match="--calib-mixup must be one of"):
         convert(ann, train, Options(steps=2, calib_mixup="yes"))
-    result = inspect_model(ann, Options(steps=2, progress=False, calib_iterations=5, calib_samples=None))
-    assert result.fixed_graph.metadata["calibration"]["samples"] == 2 * min(256, len(digits_image.train.x))
+    whole = Options(steps=2, progress=False, calib_iterations=5, calib_samples=None)
+    snn, calib = convert(ann, digits_image.train.x, whole)  # compile_model's stages, its default data
+    assert fixed_point(snn, calib, whole, ann)[0].metadata["calibration"]["samples"] == \
+        2 * min(256, len(digits_image.train.x))

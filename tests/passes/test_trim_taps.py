@@ -50,8 +50,8 @@ def test_bundled_mobilenetv2_keeps_the_depthwise_precision_its_unused_taps_took(
     depthwise convolutions run on 1×1 (and 2×2) maps. The conversion zeroes their unused taps,
     exactly (the float SNN's output is bit-identical), and quantization then gives those layers
     up to several times the integer scale it gave them while an unused tap held their largest weight
-    (on these 16 samples 4.8, 4.1 and 1.3 times on features_15, 16, 17; 9.7, 4.7 and 3.2 times on the
-    default 512 at T=16)."""
+    (on these 16 samples 4.8, 4.1 and 1.3 times on features_15, 16, 17; 9.7, 4.7 and 3.2 times on
+    512 samples at T=16)."""
     from snncompile.api import load_model
     from snncompile.passes import pipeline
     from snncompile.passes.quantize import Quantize

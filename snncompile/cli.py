@@ -146,7 +146,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-samples", type=_limited(MAX_SAMPLES), default=None,
                    help="calibration samples (default 256; 1024 or 512 where --calibrate auto runs advanced on "
                    "a network beyond its small limits and calibrated neurons x samples x (T + L) stays within "
-                   "2.25 G or 1.5 G: torchvision's MobileNetV2 1024 up to T=16, 512 at T=32; report.json: "
+                   "3 G or 1.5 G: torchvision's MobileNetV2 1024 up to T=32, 256 at T=64; report.json: "
                    "calib_samples_choice)")
     p.add_argument("--calib-mixup", choices=["auto", "on", "off"], default="auto",
                    help="also calibrate on as many blends of two calibration samples as samples (auto: where "

@@ -238,11 +238,15 @@ def test_residual_block_with_membrane_add_calibrates(digits_image):
         objective(plain, "relu3", run, targets["relu3"], STEPS)
 
 
-def test_calibration_keeps_the_uncalibrated_graph_where_it_is_closer_to_the_ann(digits_image):
+def test_calibration_keeps_the_uncalibrated_graph_where_it_is_closer_to_the_ann(digits_image, monkeypatch):
     """light and advanced compare their result with the uncalibrated graph on the calibration data
     and keep the closest (class agreement, then output error): calibration never moves the output
-    away from the ANN's there."""
+    away from the ANN's there. Advanced's choice compares on the first WHOLE_CHOICE_SAMPLES of
+    them (96 of 128 here)."""
+    from snncompile.passes import calibrate
     from snncompile.passes.calibrate import AGREEMENT_MARGIN, BiasCorrection
+
+    monkeypatch.setattr(calibrate, "WHOLE_CHOICE_SAMPLES", 96)
 
     ann = make_resnet(seed=3)
     calib = digits_image.train.x[:128]
@@ -252,6 +256,9 @@ def test_calibration_keeps_the_uncalibrated_graph_where_it_is_closer_to_the_ann(
         whole = result.metadata[key] if key else result.metadata["advanced_calibration"]["whole"]
         agree, mse = whole["agreement"], whole["output_mse"]
         assert "none" in agree
+        if key is None:
+            assert whole["samples"] == 96
+            assert all(abs(a * 96 - round(a * 96)) < 1e-9 for a in agree.values())
         best = max(agree.values())
         near = [k for k in agree if best - agree[k] <= AGREEMENT_MARGIN]
         assert whole["kept"] in near and mse[whole["kept"]] == min(mse[k] for k in near)

@@ -27,6 +27,11 @@ biases, initial potentials) put back from the fixed-point graph at a time.
 
 Runs last T + L steps (``passes.latency``: T steps of evidence at the readout) for our graphs; the
 peer, without delays, runs T.
+
+``--ideal`` adds, per conversion, the accuracy of its ideal T-step rate model (``ideal_rates``: each
+IF layer's spike count for a constant input, no timing): what T levels per neuron alone cost,
+beside the float SNN, which adds the spike timing. ``--model-file KEY=PATH`` runs a benchmark
+model's rows on another trained instance of it (examples/train_*.py on another machine).
 """
 
 from __future__ import annotations
@@ -120,6 +125,51 @@ def total_steps(snn, steps):
     return steps + latency_steps(snn)
 
 
+MODEL_FILES: dict[str, Path] = {}  # --model-file: another trained instance of a benchmark model
+
+
+def model_path(key) -> Path:
+    """The trained model file of ``key``: the bundled one, or the one --model-file gave."""
+    return MODEL_FILES.get(key, ROOT / MODELS[key])
+
+
+def ideal_rates(snn, x, steps) -> np.ndarray:
+    """The float SNN's output with every IF layer replaced by its ideal rate model over ``steps``
+    steps: for a constant input current c per step, clip(floor((steps·c + v_init)/θ), 0, steps)
+    spikes, passed on as a rate (spikes / steps); relays (reset to zero, fed by one 0/1 spike
+    train) pass their input on. No spike timing, no delays: what ``steps`` levels per neuron
+    alone cost, against the float SNN (which adds the timing) and the ANN."""
+    from snncompile.ir.ops import IF, Add, Concat, Input, Integrator, Reset
+    from snncompile.sim.ann import UNARY
+
+    values = {}
+    with torch.no_grad():
+        for name, op in snn.nodes():
+            args = [values[i] for i in snn.inputs(name)]
+            total = (args[0] if len(args) == 1 else torch.stack(args).sum(0)) if args else None
+            if isinstance(op, Input):
+                values[name] = torch.as_tensor(x, dtype=torch.float64)
+            elif isinstance(op, IF) and op.reset is Reset.ZERO:
+                values[name] = torch.clamp(total, 0, 1)
+            elif isinstance(op, IF):
+                shape = snn.shape(name)
+                theta = torch.as_tensor(np.broadcast_to(op.threshold, shape).copy(), dtype=torch.float64)
+                v0 = torch.as_tensor(np.broadcast_to(op.v_init, shape).copy(), dtype=torch.float64)
+                values[name] = torch.clamp(torch.floor((steps * total + v0) / theta), 0, steps) / steps
+            elif isinstance(op, (Integrator, Add)):
+                values[name] = total
+            elif isinstance(op, Concat):
+                values[name] = torch.cat(args, dim=1)
+            elif type(op) in UNARY:
+                values[name] = UNARY[type(op)](op, args[0])
+            elif len(args) == 1:  # the Output
+                values[name] = args[0]
+            else:
+                raise ValueError(f"node '{name}': {op.kind.value} has no ideal rate model here")
+    (out,) = snn.output_names()
+    return values[out].numpy()
+
+
 def torch_module(key):
     """The trained nn.Module of a bundled model (its architecture from examples/train_digits_cnn.py)."""
     if key == "mobilenetv2":  # examples/train_mobilenetv2.py: torchvision's own constructor
@@ -127,20 +177,20 @@ def torch_module(key):
         from train_mobilenetv2 import make_mobilenetv2
 
         module = make_mobilenetv2()
-        module.load_state_dict(torch.export.load(ROOT / MODELS[key]).state_dict)
+        module.load_state_dict(torch.export.load(model_path(key)).state_dict)
         return module.eval()
     if key == "resnet20":  # examples/train_resnet20.py: the test zoo's CIFAR ResNet-20
         sys.path.insert(0, str(ROOT))
         from tests.zoo.models import ResNet20
 
         module = ResNet20()
-        module.load_state_dict(torch.export.load(ROOT / MODELS[key]).state_dict)
+        module.load_state_dict(torch.export.load(model_path(key)).state_dict)
         return module.eval()
     sys.path.insert(0, str(ROOT / "examples"))
     import train_digits_cnn as train
 
     module = {"cnn": train.make_cnn, "vgg": train.make_vgg, "mlp": train.make_mlp, "resnet": train.ResNet}[key]()
-    module.load_state_dict(torch.export.load(ROOT / MODELS[key]).state_dict)
+    module.load_state_dict(torch.export.load(model_path(key)).state_dict)
     return module.eval()
 
 
@@ -220,7 +270,7 @@ def spread(args) -> list[str]:
         return f"{v.mean():.2f} ({v.min():.2f} – {v.max():.2f})"
 
     for key in args.models:
-        graph = load_model(ROOT / MODELS[key])
+        graph = load_model(model_path(key))
         xtr, x, y = splits(key, graph)
         ann_acc = accuracy(forward(graph, x).numpy(), y)
         ours = {(steps, m): [] for steps in args.steps for m in args.modes}
@@ -326,7 +376,19 @@ def main() -> None:
     p.add_argument("--calib-subsets", type=int, default=0, metavar="K",
                    help="instead of the main table: the spread over K disjoint calibration subsets (digits models)")
     p.add_argument("--out", default=None, help="also write the tables (with a header) to this file")
+    p.add_argument("--model-file", action="append", default=[], metavar="KEY=PATH",
+                   help="another trained instance of a benchmark model (same architecture and data), "
+                   "e.g. mobilenetv2=/tmp/m.pt2 from examples/train_mobilenetv2.py; repeatable")
+    p.add_argument("--ideal", action="store_true",
+                   help="also print, per conversion, the accuracy of its ideal T-step rate model (no spike "
+                   "timing: what T levels per neuron alone cost)")
     args = p.parse_args()
+    for item in args.model_file:
+        key, sep, path = item.partition("=")
+        if not sep or key not in MODELS or not Path(path).is_file():
+            p.error(f"--model-file {item}: expected KEY=PATH with KEY one of {', '.join(sorted(MODELS))} "
+                    "and PATH an existing file")
+        MODEL_FILES[key] = Path(path)
     if args.calib_subsets:
         args.calib_samples = args.calib_samples or DEFAULT_CALIB_SAMPLES
         lines = spread(args)
@@ -353,9 +415,14 @@ def main() -> None:
                  "| model | T | float | " + " | ".join("+".join(g) if len(g) == 1 else "all" for g in GAP_PARTS)
                  + " | fixed |" + (f" float, ±½-step weight noise ({args.noise} draws) |" if args.noise else ""),
                  "|---" * (len(GAP_PARTS) + 4 + bool(args.noise)) + "|"]
+    ideal_lines = ["", "The ideal T-step rate model of each conversion (`ideal_rates`: no spike timing), "
+                   "beside its float SNN and the ANN, test split:", "",
+                   "| model | T | calibration samples | ANN | ideal rate model | float SNN |", "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for key in args.models:
-        graph = load_model(ROOT / MODELS[key])
+        graph = load_model(model_path(key))
+        if key in MODEL_FILES:
+            print(f"  ({key}: the model in {MODEL_FILES[key]}, not the bundled {MODELS[key]})", flush=True)
         xtr, xte, yte = splits(key, graph)
         x, y = xte[: args.test_samples], yte[: args.test_samples]
         ann_acc = accuracy(forward(graph, x).numpy(), y)
@@ -388,6 +455,12 @@ def main() -> None:
                     print(f"  ({key}, T={steps}: --calibrate auto picks {picked}: {why})", flush=True)
                     run = float_snn.simulate(snn, x, total_steps(snn, steps), delay=1)
                     conversions[samples] = snn, calib, accuracy(next(iter(run.scores().values())), y)
+                    if args.ideal:
+                        row = (f"| {key} | {steps} | {samples[0]}{f' + {samples[1]} mixups' if samples[1] else ''} | "
+                               f"{100 * ann_acc:.2f} % | {100 * accuracy(ideal_rates(snn, x, steps), y):.2f} % | "
+                               f"{100 * conversions[samples][2]:.2f} % |")
+                        ideal_lines.append(row)
+                        print(f"  (ideal rate model: {row})", flush=True)
                 snn, calib, float_acc = conversions[samples]
                 run_steps = total_steps(snn, steps)
                 fixed, seconds = run_mode(mode, graph, snn, calib, steps)
@@ -424,6 +497,9 @@ def main() -> None:
     if args.gap:
         print("\n".join(gap_lines), flush=True)
         lines += gap_lines
+    if args.ideal:
+        print("\n".join(ideal_lines), flush=True)
+        lines += ideal_lines
     if args.out:
         command = "python benchmarks/fidelity.py " + " ".join(sys.argv[1:])
         Path(args.out).write_text(f"# Fidelity: conversion and calibration in Loihi 2 fixed point\n\nProduced by "

@@ -39,3 +39,30 @@ def test_fidelity_script_main_and_gap_tables(tmp_path):
     # the gap table's float SNN is the main table's (the same conversion, the same test samples)
     assert numbers[0] == rows["none"][1]
     assert re.fullmatch(rf"{PERCENT} – {PERCENT} \(mean {PERCENT}\)", cells[9])
+
+
+def test_fidelity_script_ideal_rate_model_and_model_file(tmp_path):
+    """--model-file runs the benchmark on another file of a benchmark model (here a copy of the
+    bundled MLP), and --ideal adds each conversion's ideal T-step rate model: at T=64 it scores
+    within 3 points of the ANN (a wrong threshold or relay rule in it gave chance level on
+    MobileNetV2), and its table carries the main table's ANN and float SNN."""
+    import shutil
+
+    copy = tmp_path / "mlp_copy.pt2"
+    shutil.copy(ROOT / "examples" / "digits_mlp.pt2", copy)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/fidelity.py", "--models", "mlp", "--steps", "64", "--modes", "none",
+         "--no-peer", "--test-samples", "100", "--ideal", "--model-file", f"mlp={copy}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"(mlp: the model in {copy}, not the bundled examples/digits_mlp.pt2)" in done.stdout
+    main = re.search(rf"\| mlp \| {PERCENT} % \| 64 \| {PERCENT} % \| none \|", done.stdout)
+    ideal = re.search(rf"^\| mlp \| 64 \| 256 \| {PERCENT} % \| {PERCENT} % \| {PERCENT} % \|$", done.stdout, re.M)
+    assert main and ideal, done.stdout
+    ann, ideal_acc, float_snn = map(float, ideal.groups())
+    assert float(main.group(1)) == ann and float(main.group(2)) == float_snn
+    assert abs(ideal_acc - ann) <= 3.0
+
+    bad = subprocess.run([sys.executable, "benchmarks/fidelity.py", "--models", "mlp", "--model-file", "mlp"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--model-file mlp: expected KEY=PATH" in bad.stderr

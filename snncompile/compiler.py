@@ -139,7 +139,7 @@ DEFAULT_CALIB_SAMPLES = 256
 # advanced's whole-graph choice compared on 512 samples (passes.calibrate.WHOLE_CHOICE_SAMPLES):
 # MobileNetV2 at T=32 on 1,024 samples then calibrates in 235 s (305 s before), and 512 → 1,024
 # moves it 95.28 → 94.72 % (ANN 94.72 %) and a second training of it 94.17 → 96.11 % (ANN 95.83 %)
-# (fidelity.md, "Retrained instances").
+# (fidelity.md, "1,024 calibration samples at T=32, and what limits a retrained MobileNetV2 at T=16").
 AUTO_MORE_CALIB_SAMPLES = ((1024, 3_000_000_000), (512, 1_500_000_000))
 # MobileNetV2: T=8 with 1,024 samples 42,288 × 1,024 × 43 = 1.86 G, T=16 2.21 G, T=32 2.90 G;
 # T=64 with 1,024 4.29 G, with 512 2.14 G (over 1.5 G: 256). ResNet-20 at T=4 with 512:

@@ -736,6 +736,7 @@ def _write_outputs(outdir: Path, snn: Graph, fixed_graph: Graph | None, report: 
 
             files.update(bundle.write(fixed_graph, staging, steps=run_steps or options.steps, x=check_x))
             files["run_on_loihi"] = bundle.write_script(staging)
+            files["lava_fastconv"] = staging / bundle.HELPER_NAME  # the runner's, beside it
         files.update(write_report(report, staging))
         return files
 

@@ -36,8 +36,9 @@ def test_main_job_on_bundled_cnn(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ANN accuracy:" in proc.stdout and "SNN accuracy:" in proc.stdout
     assert "mismatches: 0" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["model.nir", "network.json", "network.npz", "plots",
-                                                     "report.html", "report.json", "report.md", "run_on_loihi.py"]
+    assert sorted(p.name for p in out.iterdir()) == ["lava_fastconv.py", "model.nir", "network.json", "network.npz",
+                                                     "plots", "report.html", "report.json", "report.md",
+                                                     "run_on_loihi.py"]
     report = json.loads((out / "report.json").read_text())
     assert report["target"] == "loihi2" and report["steps"] == 32
     # T = 32 steps of evidence after L = 2 steps of synaptic delay: Lava and the reference run 34
@@ -103,8 +104,8 @@ def test_netx_and_nir_targets_and_a_nir_model(tmp_path):
     proc = snncompile(mlp, "--target", "netx", "-o", tmp_path / "netx", "--samples", 1, "--steps", 16)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "netx").iterdir()) == [
-        "model.net", "model.nir", "network.json", "network.npz", "plots", "report.html", "report.json", "report.md",
-        "run_on_loihi.py"]
+        "lava_fastconv.py", "model.net", "model.nir", "network.json", "network.npz", "plots", "report.html",
+        "report.json", "report.md", "run_on_loihi.py"]
     assert "mismatches: 0" in proc.stdout
 
     proc = snncompile(mlp, "--target", "nir", "-o", tmp_path / "nir", "--steps", 16)

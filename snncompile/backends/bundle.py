@@ -143,12 +143,17 @@ def write(graph: Graph, outdir: str | Path, *, steps: int, x: np.ndarray,
 
 
 SCRIPT_NAME = "run_on_loihi.py"
+# the runner's exact vectorized convolution for Lava's CPU models (snncompile/backends/lava/fastconv.py,
+# numpy and lava-nc only), which it installs under Loihi2SimCfg
+HELPER_NAME = "lava_fastconv.py"
 
 
 def write_script(outdir: str | Path) -> Path:
     """Copy the standalone runner (``snncompile/backends/run_on_loihi.py``, which imports only
-    numpy and lava-nc) into ``outdir``, executable."""
-    source = Path(__file__).with_name(SCRIPT_NAME).read_text()
+    numpy and lava-nc) into ``outdir``, executable, with its helper ``HELPER_NAME`` beside it."""
+    here = Path(__file__).parent
+    (Path(outdir) / HELPER_NAME).write_text((here / "lava" / "fastconv.py").read_text())
+    source = (here / SCRIPT_NAME).read_text()
     path = Path(outdir) / SCRIPT_NAME
     path.write_text(source)
     path.chmod(0o755)

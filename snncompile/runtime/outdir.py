@@ -27,6 +27,7 @@ from snncompile.errors import SnnCompileError
 
 # Everything snncompile writes into OUTDIR (compile, and verify's pages).
 OUR_NAMES = frozenset({"model.nir", "model.net", "network.json", "network.npz", "run_on_loihi.py",
+                       "lava_fastconv.py",
                        "report.json", "report.md", "report.html", "plots", "verify.html", "verify.md"})
 STAGING_PREFIX = ".snncompile-"
 NAME_MAX = 255  # bytes in one file name (Linux, macOS)

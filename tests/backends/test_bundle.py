@@ -143,6 +143,7 @@ def test_script_runs_without_snncompile_and_matches_run_lava(tmp_path, deep_cnn,
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "Loihi2SimCfg(select_tag='fixed_pt')" in proc.stdout
+    assert "convolution: conv_exact (lava_fastconv.py)" in proc.stdout
 
     lava = run_lava(deep_cnn, x, STEPS)
     with np.load(tmp_path / "rec.npz", allow_pickle=False) as rec:
@@ -159,6 +160,16 @@ def test_script_runs_without_snncompile_and_matches_run_lava(tmp_path, deep_cnn,
             assert np.array_equal(rec[f"spikes/{layer}"], lava.spikes[layer]), layer
             assert np.array_equal(rec[f"v/{layer}"], lava.v[layer]), layer
         assert sum(int(rec[f"spikes/{layer}"].sum()) for layer in lava.v) > 0
+        assert meta["conv"] == "conv_exact (lava_fastconv.py)"
+    # without its helper the script runs Lava's own conv_scipy, and says so: the same recording
+    (out / bundle.HELPER_NAME).unlink()
+    proc = subprocess.run([*python, str(script), "--samples", "1", "--out", str(tmp_path / "rec_scipy.npz")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "rec_scipy.npz", allow_pickle=False) as rec:
+        assert json.loads(str(rec["meta"]))["conv"].startswith("conv_scipy (Lava's")
+        (layer,) = json.loads(str(rec["meta"]))["output_layers"]
+        assert np.array_equal(rec[f"v/{layer}"], lava.v[layer][:1])
 
 
 def test_script_rejects_unknown_probe_and_too_many_samples(tmp_path, mlp, digits_flat):

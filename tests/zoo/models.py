@@ -149,12 +149,13 @@ def digits32(n_train: int | None = None, seed: int = 0):
     return up(ds.train.x), ds.train.y, up(ds.test.x), ds.test.y
 
 
-def write_digits32(path) -> str:
-    """``digits32`` as an .npz the CLI reads with ``--data`` (train = calibration, test = evaluation)."""
+def write_digits32(path, test_samples: int | None = None) -> str:
+    """``digits32`` as an .npz the CLI reads with ``--data`` (train = calibration, test = evaluation;
+    its first ``test_samples`` when given)."""
     import numpy as np
 
     xtr, ytr, xte, yte = digits32()
-    np.savez(path, x_train=xtr, y_train=ytr, x=xte, y=yte)
+    np.savez(path, x_train=xtr, y_train=ytr, x=xte[:test_samples], y=yte[:test_samples])
     return str(path)
 
 

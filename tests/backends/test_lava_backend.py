@@ -613,3 +613,32 @@ def test_a_sample_run_after_another_equals_it_run_alone():
         np.testing.assert_array_equal(both.v[k][1], alone.v[k][0], err_msg=k)
     assert not np.array_equal(both.v["n1"][0], both.v["n1"][1])  # the samples differ
     assert both.spikes["n3"][0, -1].any() or both.v["n3"][0, -1].any()  # state left to carry over
+
+
+def test_each_process_gets_the_model_lavas_own_search_picks(tmp_path):
+    """run_config() answers Lava's compiler from one search per process class
+    (run_on_loihi.ModelPerClass); for every process of a network with conv, dense, both resets
+    and a readout (Conv, Dense, SubtractiveLIF, RecordedLIF, several of each), the model is the
+    one Lava's per-instance search and select pick, and a class is searched once."""
+    from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs, find_processes
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from snncompile.backends import run_on_loihi
+    from snncompile.backends.lava.build import build_network, run_config
+
+    rng = np.random.default_rng(3)
+    g = _mixed_net(rng)
+    encoded = encode_inputs(g, rng.normal(size=(1, 2, 6, 5)))
+    bias = {enc: (np.asarray(m[0]), np.asarray(e[0])) for enc, (m, e, *_) in encoded.items()}
+    net = build_network(g, bias, 4, tmp_path)
+    procs = [p for n in ("n1", "h1") for p in find_processes(net.populations[n])]
+    assert len({type(p) for p in procs}) == 4 and len(procs) > len({type(p) for p in procs})
+    plain = Loihi2SimCfg(select_tag="fixed_pt")
+    run_on_loihi._MODELS.clear()
+    cfg = run_config()
+    for proc in procs:
+        assert proc in cfg.exception_proc_model_map
+        lava_pick = ProcGroupDiGraphs._select_proc_models(proc, ProcGroupDiGraphs._find_proc_models(proc), plain)
+        assert cfg.exception_proc_model_map[proc] is lava_pick, type(proc).__name__
+    assert len(run_on_loihi._MODELS) == len({type(p) for p in procs})
+    assert type(procs[0]) not in cfg.exception_proc_model_map  # select()'s by-class lookup: Lava's own

@@ -57,7 +57,7 @@ from snncompile.runtime import progress as report_progress  # noqa: E402
 from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source  # noqa: E402
 from snncompile.backends.lava.processes import RecordedLIF, SubtractiveLIF  # noqa: E402
 from snncompile.backends.lava import fastconv  # noqa: E402
-from snncompile.backends.run_on_loihi import lava_groups  # noqa: E402  (one copy, in the standalone script)
+from snncompile.backends.run_on_loihi import lava_groups, sim_config  # noqa: E402  (one copy, in the standalone script)
 from snncompile.errors import BackendError, Problem  # noqa: E402
 from snncompile.runtime.interrupts import Interrupted, forget, on_hard_exit, stop_children  # noqa: E402
 from snncompile.ir.graph import Graph  # noqa: E402
@@ -95,44 +95,9 @@ LAVA_A_IN_LIMIT = 2**25
 
 
 def run_config() -> Loihi2SimCfg:
-    """The one run configuration this backend uses: Lava's bit-accurate CPU models.
-
-    Lava's compiler looks for each process's models by importing and scanning the modules beside
-    the process's class, once per process instance: 28 ms each, 10 s for a MobileNetV2 of 351
-    processes. ``ModelPerClass`` makes that search once per class and gives every instance of
-    the class the model the search selected, the one Lava would select for it."""
-    cfg = Loihi2SimCfg(select_tag="fixed_pt")
-    cfg.exception_proc_model_map = ModelPerClass(cfg)
-    return cfg
-
-
-class ModelPerClass(dict):
-    """A run config's ``exception_proc_model_map`` that Lava's compiler consults for each process
-    instance (``proc in map``, then ``map[proc]``): it answers for every process with the model
-    Lava's own search and ``run_cfg.select`` pick, searching once per class (``_MODELS``). The
-    config's ``select`` asks the same map for a process's class: that answer is no, so selection
-    itself runs as Lava wrote it."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
-
-    def __contains__(self, proc) -> bool:
-        from lava.magma.core.process.process import AbstractProcess
-
-        return isinstance(proc, AbstractProcess)
-
-    def __missing__(self, proc):
-        from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
-
-        key = (type(proc), self.cfg.select_tag, self.cfg.select_sub_proc_model)
-        if key not in _MODELS:
-            found = ProcGroupDiGraphs._find_proc_models(proc=proc)
-            _MODELS[key] = ProcGroupDiGraphs._select_proc_models(proc, found, self.cfg)
-        return _MODELS[key]
-
-
-_MODELS: dict[tuple, type] = {}
+    """The one run configuration this backend uses: Lava's bit-accurate CPU models, each process
+    class's model searched for once (``run_on_loihi.ModelPerClass``)."""
+    return sim_config()
 
 
 # ---------------------------------------------------------------------------------------------

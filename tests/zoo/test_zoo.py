@@ -115,10 +115,11 @@ def test_torchvision_constructors_lower_at_small_size(name, tmp_path):
     assert re.search(r"\d+ core\(s\) on \d+ of \d+ chip\(s\)", proc.stdout), proc.stdout[-500:]
 
 
-# Measured in benchmarks/results/zoo.md but not run here, to keep CI within its time: VGG-11/16-BN
-# at 224×224 (about 6 minutes and 8 GB each on 2 cores, mostly placing their 100 M-weight
-# classifier); both lower at small size above. DenseNet-121 at 224×224: about 50 s and 4.3 GB, its
-# pre-activations split along the concatenations (passes.split_concat).
+# Measured in benchmarks/results/zoo.md but not run here: VGG-11/16-BN at 224×224. They inspect in
+# 17 / 26 s now (2026-12-07; 6 minutes each in an early version), but at 5.3 / 6.4 GB peak memory
+# (their 133-138 M weights) beside the test process, more than a small CI runner may have; both
+# lower at small size above. DenseNet-121 at 224×224: about 46 s and 5.0 GB, its pre-activations
+# split along the concatenations (passes.split_concat).
 ZOO_224 = ["resnet18", "resnet34", "alexnet", "mobilenet_v2", "squeezenet1_1", "regnet_x_400mf", "densenet121"]
 
 

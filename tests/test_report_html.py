@@ -247,3 +247,22 @@ def test_chromium_screenshot_shows_the_report(compiled, tmp_path):
     # ink all the way down: every 10th of the page has drawn pixels (no blank stretch, no cut-off)
     for band in np.array_split(rgb, 10):
         assert (band.min(axis=2) < 128).mean() > 0.001
+
+
+def test_a_deep_networks_bar_charts_keep_a_readable_height():
+    """More than plots.DENSE layers (a torchvision MobileNetV2 has 149): each bar chart row
+    shrinks toward plots.MIN_ROW inches instead of 0.45, so 64 layers take about half the height
+    they did; 12 layers keep 0.45."""
+    from snncompile.report import plots
+
+    def layers(n):
+        return [{"name": f"features_{i}_conv_2", "spike_rate": 0.1 + i / (2 * n), "vth": 100,
+                 "activation_error": {"rmse": 0.1, "mean_abs": 0.05}, "weight_error": 0.02,
+                 "overflow": {"v_clipped_low": i}} for i in range(n)]
+
+    for draw in (plots.firing_rates, plots.quantization):
+        deep = Image.open(io.BytesIO(draw(layers(64))))
+        shallow = Image.open(io.BytesIO(draw(layers(12))))
+        before = (64 * plots.ROW + 1.6) * plots.DPI  # 0.45 in a row and the margins
+        assert 64 * plots.MIN_ROW * plots.DPI <= deep.height <= 0.55 * before, (draw.__name__, deep.height)
+        assert shallow.height >= 12 * plots.ROW * plots.DPI, (draw.__name__, shallow.height)

@@ -33,16 +33,33 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+# Bar charts give each layer a row of ROW inches up to DENSE layers; a deeper network's rows shrink
+# (to MIN_ROW, its labels to a smaller font): a torchvision MobileNetV2's 149 layers take 27
+# inches, not 67 (drawing takes as long: matplotlib's time goes to the text, not the pixels).
+ROW, DENSE, MIN_ROW = 0.45, 30, 0.17
+
+
+def _rows(n: int) -> tuple[float, float]:
+    """(inches per row, label font size) for a bar chart of ``n`` rows."""
+    if n <= DENSE:
+        return ROW, 8.0
+    return max(MIN_ROW, ROW * DENSE / n), 6.5
+
+
 def firing_rates(layers: list[dict]) -> bytes | None:
     """Bar chart: each spiking layer's mean spike rate (spikes per neuron per step)."""
     rows = [(layer["name"], layer["spike_rate"]) for layer in layers
             if layer.get("spike_rate") is not None and layer.get("op") != "readout"]
     if not rows:
         return None
-    fig, ((ax,),) = _figure(0.6 + 0.45 * len(rows) + 1.0)
+    row, font = _rows(len(rows))
+    fig, ((ax,),) = _figure(0.6 + row * len(rows) + 1.0)
     names, rates = [r[0] for r in rows][::-1], [r[1] for r in rows][::-1]
     bars = ax.barh(names, rates, color="#3b75af")
-    ax.bar_label(bars, labels=[f"{r:.3f}" for r in rates], padding=3, fontsize=9)
+    ax.bar_label(bars, labels=[f"{r:.3f}" for r in rates], padding=3, fontsize=font + 1)
+    ax.tick_params(axis="y", labelsize=font + 1)
+    if len(rows) > DENSE:
+        ax.margins(y=0.5 / len(rows))  # half a row, not 5 % of the axis
     ax.set_xlim(0, max(1e-3, max(rates)) * 1.25)
     ax.set_xlabel("spikes per neuron per step (test split, reference simulator)")
     ax.set_title("Per-layer firing rate")
@@ -54,9 +71,9 @@ def activation_scatter(activations: dict) -> bytes | None:
     if not activations:
         return None
     names = list(activations)
-    cols = min(3, len(names))
+    cols = min(3 if len(names) <= 12 else 4, len(names))  # deeper networks: smaller panels
     rows = math.ceil(len(names) / cols)
-    fig, axes = _figure(2.7 * rows + 0.4, cols, rows)
+    fig, axes = _figure((2.7 if cols < 4 else 2.0) * rows + 0.4, cols, rows)
     for i, ax in enumerate(axes.ravel()):
         if i >= len(names):
             ax.set_visible(False)
@@ -66,8 +83,8 @@ def activation_scatter(activations: dict) -> bytes | None:
         lo = float(min(act.ann.min(), act.snn.min(), 0.0))
         hi = float(max(act.ann.max(), act.snn.max(), 1e-6))
         ax.plot([lo, hi], [lo, hi], color="0.3", lw=0.8, ls="--")
-        ax.set_title(f"{names[i]}  (RMSE {act.rmse:.3g})", fontsize=9)
-        ax.tick_params(labelsize=8)
+        ax.set_title(f"{names[i]}  (RMSE {act.rmse:.3g})", fontsize=9 if cols < 4 else 7)
+        ax.tick_params(labelsize=8 if cols < 4 else 6.5)
         if i % cols == 0:
             ax.set_ylabel("SNN rate · θ", fontsize=8)
         if i // cols == rows - 1:
@@ -112,7 +129,8 @@ def quantization(layers: list[dict]) -> bytes | None:
     if not layers or all(layer.get("vth") is None for layer in layers):
         return None
     names = [layer["name"] for layer in layers]
-    fig, ((err_ax, sat_ax),) = _figure(0.8 + 0.45 * len(names) + 1.2, cols=2, width=WIDTH + 1.5)
+    row, font = _rows(len(names))
+    fig, ((err_ax, sat_ax),) = _figure(0.8 + row * len(names) + 1.2, cols=2, width=WIDTH + 1.5)
     y = np.arange(len(names))
     series = [
         ("activation RMSE", [(layer.get("activation_error") or {}).get("rmse") for layer in layers]),
@@ -124,9 +142,13 @@ def quantization(layers: list[dict]) -> bytes | None:
         vals = [np.nan if v is None else v for v in vals]
         err_ax.barh(y + (k - (len(series) - 1) / 2) * h, vals, height=h, label=label)
     # the weights' relative error is another unit: it goes in the layer's label, not on the axis
-    labels = [name if layer.get("weight_error") is None else f"{name}\nweights {100 * layer['weight_error']:.2g} % RMS"
+    sep = "\n" if len(names) <= DENSE else "  "  # one line per row where rows are short
+    labels = [name if layer.get("weight_error") is None else f"{name}{sep}weights {100 * layer['weight_error']:.2g} % RMS"
               for name, layer in zip(names, layers)]
-    err_ax.set_yticks(y, labels, fontsize=8)
+    err_ax.set_yticks(y, labels, fontsize=font)
+    if len(names) > DENSE:
+        err_ax.margins(y=0.5 / len(names))
+        sat_ax.margins(y=0.5 / len(names))
     err_ax.invert_yaxis()
     err_ax.set_title("Conversion + quantization error vs the ANN", fontsize=10)
     err_ax.set_xlabel("SNN rate · θ − ANN activation (ANN units)", fontsize=8)
@@ -142,7 +164,7 @@ def quantization(layers: list[dict]) -> bytes | None:
             sat_ax.barh(y, counts, left=left, label=kind)
             left += counts
             total += int(counts.sum())
-    sat_ax.set_yticks(y, names)
+    sat_ax.set_yticks(y, names, fontsize=font + 1 if len(names) > DENSE else None)
     sat_ax.invert_yaxis()
     sat_ax.set_title(f"Saturations (total {total})", fontsize=10)
     sat_ax.set_xlabel("count (simulation and quantization)", fontsize=8)
@@ -151,7 +173,7 @@ def quantization(layers: list[dict]) -> bytes | None:
     else:
         sat_ax.set_xlim(0, 1)
         for yi in y:
-            sat_ax.text(0.02, yi, "0", va="center", fontsize=9)
+            sat_ax.text(0.02, yi, "0", va="center", fontsize=font + 1)
         sat_ax.text(0.5, 0.5, "no saturation in any layer", ha="center", va="center", fontsize=10,
                     color="#2a7a2a", transform=sat_ax.transAxes)
     return _png(fig)

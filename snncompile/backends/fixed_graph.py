@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 
 from snncompile.ir.graph import Graph
@@ -11,10 +10,7 @@ from snncompile.ir.ops import BiasEncoder, Flatten, LoihiNeuron
 
 def host_nodes(graph: Graph) -> set[str]:
     """Nodes computed on the host: the ancestors of BiasEncoders (Input included)."""
-    host: set[str] = set()
-    for enc in graph.find(BiasEncoder):
-        host |= nx.ancestors(graph.nx, enc)
-    return host
+    return graph.ancestors(graph.find(BiasEncoder))
 
 
 def neuron_behind(graph: Graph, node: str) -> str | None:

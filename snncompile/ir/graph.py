@@ -47,7 +47,32 @@ class Graph:
         return sorted(preds, key=lambda p: self._g.edges[p, name]["port"])
 
     def users(self, name: str) -> list[str]:
-        return sorted(self._g.successors(name), key=self.order().index)
+        """Successors of ``name`` in topological order."""
+        position = self._g.graph.get("_position")
+        if position is None:
+            position = {n: i for i, n in enumerate(self.order())}
+            self._g.graph["_position"] = position
+        return sorted(self._g.successors(name), key=position.__getitem__)
+
+    def ancestors(self, names: Iterable[str]) -> set[str]:
+        """Every node with a path into one of ``names`` (not ``names`` themselves unless so
+        reached): one walk for all of them, linear in the graph."""
+        return self._reach(names, self._g.predecessors)
+
+    def descendants(self, names: Iterable[str]) -> set[str]:
+        """Every node reached from one of ``names`` (as ``ancestors``, the other way)."""
+        return self._reach(names, self._g.successors)
+
+    @staticmethod
+    def _reach(names: Iterable[str], step) -> set[str]:
+        seen: set[str] = set()
+        stack = list(names)
+        while stack:
+            for n in step(stack.pop()):
+                if n not in seen:
+                    seen.add(n)
+                    stack.append(n)
+        return seen
 
     def order(self) -> list[str]:
         """Nodes in a deterministic topological order (ties broken by insertion order)."""

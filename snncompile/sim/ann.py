@@ -96,11 +96,7 @@ def evaluate(graph: Graph, x, *, dtype=torch.float64, device="cpu", upto: set[st
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(device=device, dtype=dtype)
     wanted = None
     if upto is not None:
-        import networkx as nx
-
-        wanted = set(upto)
-        for n in upto:
-            wanted |= nx.ancestors(graph.nx, n)
+        wanted = set(upto) | graph.ancestors(upto)
     values: dict[str, torch.Tensor] = {}
     pending = None  # node -> users still to run (with ``upto``)
     if wanted is not None:

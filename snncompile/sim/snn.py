@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 import torch
 
@@ -70,9 +69,7 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
     shows a bar over the steps."""
     (inp,) = graph.input_names()
     spiking = {n for n, op in graph.nodes() if op.neuron}
-    dynamic = set(spiking)
-    for n in spiking:
-        dynamic |= nx.descendants(graph.nx, n)
+    dynamic = spiking | graph.descendants(spiking)
     static_nodes = {n for n in graph.order() if n not in dynamic}
     static = evaluate(graph, x, device=device, dtype=dtype, upto=static_nodes)
     n = static[inp].shape[0]

@@ -123,3 +123,23 @@ def test_reading_one_input_twice_is_refused_clearly():
     b.add("input", Input(shape=(3,)))
     with pytest.raises(GraphError, match="node 'sum': reads the same input twice"):
         b.add("sum", Add(), ["input", "input"])
+
+
+def test_ancestors_descendants_and_users_agree_with_networkx():
+    """Graph.ancestors / descendants (one walk for many nodes) equal the union of networkx's
+    per-node answers; users come in topological order, on a graph with a residual add."""
+    b = GraphBuilder()
+    b.add("input", Input(shape=(3,)))
+    b.add("fc0", Dense(weight=np.ones((3, 3))), ["input"])
+    b.add("r0", ReLU(), ["fc0"])
+    b.add("fc1", Dense(weight=np.ones((3, 3))), ["r0"])
+    b.add("fc2", Dense(weight=np.ones((3, 3))), ["r0"])
+    b.add("add", Add(), ["fc2", "fc1"])
+    b.add("r1", ReLU(), ["add"])
+    b.add("out", Output(), ["r1"])
+    g = b.build()
+    for names in (["add"], ["fc1", "fc2"], ["r0", "out"], ["input"], []):
+        assert g.ancestors(names) == set().union(*(nx.ancestors(g.nx, n) for n in names)), names
+        assert g.descendants(names) == set().union(*(nx.descendants(g.nx, n) for n in names)), names
+    order = g.order()
+    assert g.users("r0") == sorted(["fc1", "fc2"], key=order.index)

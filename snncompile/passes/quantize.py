@@ -61,20 +61,9 @@ from snncompile.targets.loihi2 import LOIHI2, Loihi2
 
 
 def _host_fed(graph: Graph) -> set[str]:
-    """The ops whose value is computed from the graph input (on the host): an Input among their
-    ancestors and no neuron. One pass in topological order, linear in the graph (each synapse's
-    own ancestor sets were quadratic; DenseNet-121 at 32×32 has 1,936 synapses)."""
-    import networkx as nx
-
-    behind_neuron: set[str] = set()
-    behind_input: set[str] = set()
-    for n in nx.topological_sort(graph.nx):
-        for p in graph.nx.predecessors(n):
-            if graph.op(p).neuron or p in behind_neuron:
-                behind_neuron.add(n)
-            if isinstance(graph.op(p), Input) or p in behind_input:
-                behind_input.add(n)
-    return behind_input - behind_neuron
+    """The ops whose value is computed from the graph input (on the host): reached from an Input
+    and from no neuron (``Graph.descendants``: one walk each, linear in the graph)."""
+    return graph.descendants(graph.find(Input)) - graph.descendants([n for n, op in graph.nodes() if op.neuron])
 
 
 def _decays(op, target: Loihi2) -> tuple[int, int, str | None]:

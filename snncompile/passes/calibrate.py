@@ -45,8 +45,9 @@ toward the ANN's output: its membrane is Σ_s W_s · c_s + R · b + v0 with no t
 model is that sum per step of evidence, exact (``WeightCalibration`` with ``linear``), and a
 least-squares fit of the logits to the spike counts the last layers really delivered. The errors
 every layer left are corrected where they meet. 3,000 Adam steps (1-3 s); kept only if the
-measured output error went down. MobileNetV2 at T=16: 90.83 → 92.22 % (benchmarks/results/
-fidelity.md, "Readout calibration").
+measured output error went down and, fitted on half the samples, the class agreement with the ANN
+on the other half did not (two folds, ``_readout_held_out``). MobileNetV2 at T=16: 90.83 → 92.22 %
+(benchmarks/results/fidelity.md, "Readout calibration").
 
 The authors' code calibrates in floating point and then (on GPUs) never quantizes; the numbers in
 benchmarks/results/fidelity.md are measured on the fixed-point graph after every step here.
@@ -466,7 +467,7 @@ class WeightCalibration:
     progress: bool = False
 
     def __call__(self, graph: Graph, layer: str, x: np.ndarray, run: fixed.FixedResult,
-                 target: np.ndarray, linear: bool = False) -> Graph:
+                 target: np.ndarray, linear: bool = False, fit_on: np.ndarray | None = None) -> Graph:
         sources = _sources(graph, layer, run, x)
         if not sources:
             return graph
@@ -492,7 +493,8 @@ class WeightCalibration:
                 fixed_parts.append(None)
         inputs = [torch.tensor(s.counts, dtype=torch.float32) for s in sources]
         a = torch.tensor(target, dtype=torch.float32)
-        n = len(a)
+        pool = torch.arange(len(a)) if fit_on is None else torch.as_tensor(fit_on, dtype=torch.long)
+        n = len(pool)
         shape = graph.shape(layer)
 
         def modelled(idx: torch.Tensor) -> torch.Tensor:
@@ -519,7 +521,7 @@ class WeightCalibration:
         with threads_for(batch * macs):  # small tensors: intra-op threads only cost time
             for _ in report_progress.track(range(self.iterations), f"weight calibration {layer}", self.progress,
                                            unit="Adam steps"):
-                idx = torch.randint(0, n, (min(batch, n),), generator=gen)
+                idx = pool[torch.randint(0, n, (min(batch, n),), generator=gen)]
                 loss = torch.mean((modelled(idx) - a[idx]) ** 2)
                 opt.zero_grad()
                 loss.backward()
@@ -544,6 +546,9 @@ def _apply(op, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torc
 # advanced's whole-graph choice against light and none compares on at most this many of the
 # calibration samples (``AdvancedCalibration._versus_light``)
 WHOLE_CHOICE_SAMPLES = 512
+# the readout's fit is kept only where it does not lower the class agreement with the ANN on
+# calibration samples it was not fitted on, over this many folds (``_readout_held_out``)
+READOUT_FOLDS = 2
 AGREEMENT_MARGIN = 0.02  # of the calibration samples: a class-agreement difference that overrides the output error
 
 
@@ -659,11 +664,32 @@ class AdvancedCalibration:
         if tuned is not graph:
             tuned_output = prefix.output(tuned)
             after = float(np.mean((tuned_output - target) ** 2))
-            entry.update(objective=[before, after], kept=after < before)
-            if after < before:
+            held_out = self._readout_held_out(graph, src, prefix, run, output, target, wc)
+            entry.update(objective=[before, after], held_out_agreement=held_out,
+                         kept=after < before and held_out[1] >= held_out[0])
+            if entry["kept"]:
                 graph, output = tuned, tuned_output
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         return graph, entry, output
+
+    def _readout_held_out(self, graph: Graph, src: str, prefix: Layerwise, run: fixed.FixedResult,
+                          output: np.ndarray, target: np.ndarray, wc: WeightCalibration) -> list[float]:
+        """Class agreement with the ANN on calibration samples the readout's fit did not see,
+        [unfitted, fitted]: two folds (even and odd samples), each fitted on the other
+        (``READOUT_FOLDS``). Agreement, not the output error: on the digits models the fit
+        lowered the held-out error on every calibration subset and the agreement on most of the
+        digits CNN's, where it gained nothing on the test split; on ResNet-20 at T=8 it raised
+        the held-out error and the agreement, and gained 0.83 pp on the test split
+        (benchmarks/results/fidelity.md, "Readout kept by held-out agreement")."""
+        n = len(self.data)
+        agree = lambda out, idx: float(np.mean(out[idx].argmax(1) == target[idx].argmax(1)))  # noqa: E731
+        base = fitted = 0.0
+        for k in range(READOUT_FOLDS):
+            held, fit_on = np.arange(k, n, READOUT_FOLDS), np.setdiff1d(np.arange(n), np.arange(k, n, READOUT_FOLDS))
+            fold = wc(graph, src, self.data, run, target, linear=True, fit_on=fit_on)
+            base += agree(output, held) * len(held) / n
+            fitted += agree(prefix.output(fold), held) * len(held) / n
+        return [base, fitted]
 
     def _versus_light(self, start: Graph, advanced: Graph, prefix: Layerwise, targets: dict[str, np.ndarray],
                       logits: np.ndarray, advanced_output: np.ndarray | None = None) -> tuple[Graph, dict]:

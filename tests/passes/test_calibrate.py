@@ -203,6 +203,9 @@ def test_readout_calibration_fits_the_logits_on_the_exact_membrane_model(digits_
     entry = tuned.metadata["advanced_calibration"]["readout"]
     assert "readout" not in without.metadata["advanced_calibration"]
     assert entry["kept"] and entry["objective"][1] < entry["objective"][0]
+    # kept only where, fitted on half the samples, the agreement on the other half did not fall
+    assert len(entry["held_out_agreement"]) == 2
+    assert entry["held_out_agreement"][1] >= entry["held_out_agreement"][0]
     changed = [n for n in tuned.order() if tuned.op(n) != without.op(n)]
     assert changed == [synapse]
     assert syn.weight_format.contains(tuned.op(synapse).weight)
@@ -488,3 +491,30 @@ def test_convert_adds_mixups_where_advanced_calibrates_a_small_network(digits_im
     snn, calib = convert(ann, digits_image.train.x, whole)  # compile_model's stages, its default data
     assert fixed_point(snn, calib, whole, ann)[0].metadata["calibration"]["samples"] == \
         2 * min(256, len(digits_image.train.x))
+
+
+def test_a_readout_fit_on_some_samples_never_sees_the_others(digits_image):
+    """``WeightCalibration(fit_on=...)``, what the readout's held-out check fits on: the weights
+    do not depend on the targets of samples outside ``fit_on``, and do on those inside it."""
+    from snncompile.ir.timing import latency_steps
+
+    ann = make_cnn(seed=11)
+    calib = digits_image.train.x[:64]
+    plain = _floored(ann, calib)
+    (out,) = plain.output_names()
+    (readout,) = plain.inputs(out)
+    (synapse,) = plain.inputs(readout)
+    run = fixed.simulate(plain, calib, STEPS + latency_steps(plain), device="cpu", record=False, count_spikes=True)
+    target = forward(ann, calib).numpy()
+    wc = WeightCalibration(steps=STEPS, iterations=200)
+    even, odd = np.arange(0, 64, 2), np.arange(1, 64, 2)
+
+    def fitted(t):
+        return wc(plain, readout, calib, run, t, linear=True, fit_on=even).op(synapse).weight
+
+    base = fitted(target)
+    moved_odd, moved_even = target.copy(), target.copy()
+    moved_odd[odd] += 5.0
+    moved_even[even] += 5.0
+    np.testing.assert_array_equal(fitted(moved_odd), base)
+    assert not np.array_equal(fitted(moved_even), base)

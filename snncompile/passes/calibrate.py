@@ -647,7 +647,9 @@ class AdvancedCalibration:
         weights, toward the ANN's output on the calibration samples, on the readout's membrane
         per step of evidence (``WeightCalibration`` with ``linear``: exact, the readout never
         spikes), from the spike counts its sources delivered. Kept where the measured output's
-        mean squared error went down. Metadata: ``objective`` [before, after], ``kept``. Also
+        mean squared error went down and the class agreement with the ANN on held-out
+        calibration samples did not (``_readout_held_out``). Metadata: ``objective`` [before,
+        after], ``held_out_agreement`` [unfitted, fitted], ``kept``. Also
         returns the graph's output on the calibration samples, as ``Layerwise.output`` gives it
         (None for a spiking output layer, which is left as it is)."""
         (out,) = graph.output_names()

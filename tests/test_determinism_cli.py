@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from snncompile.cli import main
 
@@ -55,7 +56,6 @@ def test_two_processes_give_the_same_report_and_spikes(tmp_path):
     assert strip[0] == strip[1]
     assert str(tmp_path) not in raw[0]  # no absolute output paths in the report
     # the CPU kernels the calibration's float32 sums ran on (they may change its integer weights)
-    import torch
     assert json.loads(raw[0])["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     a, b = (np.load(o / "spikes.npz") for o in outs)
     assert sorted(a.files) == sorted(b.files) and a.files

@@ -28,7 +28,9 @@ biases, initial potentials) put back from the fixed-point graph at a time.
 Runs last T + L steps (``passes.latency``: T steps of evidence at the readout) for our graphs; the
 peer, without delays, runs T.
 
-``--ideal`` adds, per conversion, the accuracy of its ideal T-step rate model (``ideal_rates``: each
+``--timing`` adds, per row, how far each calibrated layer's spike counts are from its rate model's
+count from the same delivered inputs (``passes.calibrate.layer_timing``): what the spike timing costs,
+layer by layer. ``--ideal`` adds, per conversion, the accuracy of its ideal T-step rate model (``ideal_rates``: each
 IF layer's spike count for a constant input, no timing): what T levels per neuron alone cost,
 beside the float SNN, which adds the spike timing. ``--model-file KEY=PATH`` runs a benchmark
 model's rows on another trained instance of it (examples/train_*.py on another machine).
@@ -52,7 +54,7 @@ from snncompile.backends import reference
 from snncompile.data import load
 from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effective_weight
 from snncompile.passes import pipeline
-from snncompile.passes.calibrate import channel_gain, channel_mean
+from snncompile.passes.calibrate import channel_gain, channel_mean, layer_timing
 from snncompile.passes.quantize import Quantize
 from snncompile.sim import snn as float_snn
 from snncompile.sim.ann import evaluate, forward
@@ -379,6 +381,9 @@ def main() -> None:
     p.add_argument("--model-file", action="append", default=[], metavar="KEY=PATH",
                    help="another trained instance of a benchmark model (same architecture and data), "
                    "e.g. mobilenetv2=/tmp/m.pt2 from examples/train_mobilenetv2.py; repeatable")
+    p.add_argument("--timing", action="store_true",
+                   help="also print, per row, how each calibrated layer's spike counts on the test split differ "
+                        "from its rate model's count from the same delivered inputs (passes.calibrate.layer_timing)")
     p.add_argument("--ideal", action="store_true",
                    help="also print, per conversion, the accuracy of its ideal T-step rate model (no spike "
                    "timing: what T levels per neuron alone cost)")
@@ -418,6 +423,13 @@ def main() -> None:
     ideal_lines = ["", "The ideal T-step rate model of each conversion (`ideal_rates`: no spike timing), "
                    "beside its float SNN and the ANN, test split:", "",
                    "| model | T | calibration samples | ANN | ideal rate model | float SNN |", "|---|---|---|---|---|---|"]
+    timing_lines = ["", "Spike timing per row (`--timing`, `passes.calibrate.layer_timing` on the test split): "
+                    "per calibrated layer, T steps after its input arrives, the share of (sample, neuron) pairs whose "
+                    "count differs from the rate model's clamp(⌊(v − 1) / (vth·64)⌋, 0, T) of the same delivered "
+                    "inputs, above (more) and below it (fewer), and the mean difference in spikes; means over the "
+                    "layers, and the layer furthest off:", "",
+                    "| model | T | calibrate | layers | off | more | fewer | mean difference (spikes) | mean count | "
+                    "layer most off: off, mean difference |", "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for key in args.models:
         graph = load_model(model_path(key))
@@ -478,6 +490,19 @@ def main() -> None:
                        f"{100 * acc:.2f} % | {100 * (acc - ann_acc):+.2f} | {sj_cells} | {seconds:.1f} |")
                 lines.append(row)
                 print(row, flush=True)
+                if args.timing:
+                    timing = layer_timing(fixed, graph, x, steps)
+                    worst = max(timing, key=lambda k: timing[k]["off"])
+
+                    def mean(field):
+                        return float(np.mean([v[field] for v in timing.values()]))
+
+                    row = (f"| {key} | {steps} | {mode} | {len(timing)} | {100 * mean('off'):.1f} % | "
+                           f"{100 * mean('more'):.1f} % | {100 * mean('fewer'):.1f} % | {mean('mean'):+.3f} | "
+                           f"{mean('count'):.2f} | {worst}: {100 * timing[worst]['off']:.1f} %, "
+                           f"{timing[worst]['mean']:+.3f} |")
+                    timing_lines.append(row)
+                    print(f"  (timing: {row})", flush=True)
                 if args.gap and mode == "none":
                     cells = []
                     # (not ``plain``: that is the calibrate-none conversion the later modes reuse)
@@ -500,6 +525,9 @@ def main() -> None:
     if args.ideal:
         print("\n".join(ideal_lines), flush=True)
         lines += ideal_lines
+    if args.timing:
+        print("\n".join(timing_lines), flush=True)
+        lines += timing_lines
     if args.out:
         command = "python benchmarks/fidelity.py " + " ".join(sys.argv[1:])
         Path(args.out).write_text(f"# Fidelity: conversion and calibration in Loihi 2 fixed point\n\nProduced by "

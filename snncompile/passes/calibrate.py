@@ -84,7 +84,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.ops import BiasEncoder, Conv2d, Dense, FixedConv2d, FixedDense, Flatten, Input, LoihiNeuron
 from snncompile.ir.timing import depths, latency_steps
 from snncompile.sim import fixed
-from snncompile.sim.ann import PARALLEL_MACS, evaluate, forward, threads_for
+from snncompile.sim.ann import PARALLEL_MACS, encode_inputs, evaluate, forward, threads_for
 from snncompile.sim.trace import Trace
 from snncompile.targets.loihi2 import LOIHI2
 
@@ -452,6 +452,83 @@ def _floor_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True, eq=False)
+class CountModel:
+    """The rate model of one layer (the module docstring, step 1): its charge over a run,
+
+        charge = Σ_s W_s · c_s + R · b + v0     (host-fed: R · (W x + b) + v0),
+
+    from the spike counts c_s its sources delivered in ``run`` (R: the run's length), in the float
+    model's units, and its count clamp(⌊charge / θ⌋, 0, window). Weight calibration fits the
+    weights on it; ``timing_offsets`` compares it with the counts the layer really fired."""
+
+    sources: list[_Source]
+    inputs: list[torch.Tensor]  # per source: delivered counts, or the host layer's input
+    host_bias: list[torch.Tensor | None]  # per source: the host layer's float bias
+    constant: torch.Tensor  # R · b + v0
+    run_steps: int  # R
+    window: int  # the steps of input the layer had (``evidence``)
+    theta: torch.Tensor
+    k: float  # integer weight units per float unit
+    shape: tuple
+    v_scale: float  # v units per float unit
+    theta_v: torch.Tensor  # θ in v units (vth · 64)
+
+    @classmethod
+    def of(cls, graph: Graph, layer: str, run: fixed.FixedResult, x: np.ndarray, steps: int,
+           dtype=torch.float32) -> "CountModel | None":
+        """The model, or None where the layer's inputs cannot be modelled (``_sources``)."""
+        sources = _sources(graph, layer, run, x)
+        if not sources:
+            return None
+        op = graph.op(layer)
+        R = run.steps or steps  # the run's length (T + depth in measure(upto=layer)): the bias
+        # integrates from step 0, v_init holds −depth·bias (CompensateDelay)
+        bias = torch.tensor(op.bias_format.decode(op.bias_mant, op.bias_exp) / op.v_scale, dtype=dtype)
+        v0 = torch.tensor(op.v_init / op.v_scale, dtype=dtype)
+        host_bias = [None if not s.host else torch.zeros(s.op.weight.shape[0], dtype=dtype) if s.op.bias is None
+                     else torch.tensor(s.op.bias, dtype=dtype) for s in sources]
+        return cls(sources=sources, inputs=[torch.tensor(s.counts, dtype=dtype) for s in sources],
+                   host_bias=host_bias, constant=bias * R + v0, run_steps=R, window=evidence(graph, layer, run, steps),
+                   theta=torch.tensor(theta(op), dtype=dtype), k=op.v_scale / 64, shape=graph.shape(layer),
+                   v_scale=float(op.v_scale), theta_v=torch.tensor(op.vth * 64, dtype=dtype))
+
+    def charge(self, idx: torch.Tensor, weights: list[torch.Tensor] | None = None,
+               host: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The charge of samples ``idx`` (N, *shape) with ``weights`` per source (default: the
+        graph's; spiking synapses' are rounded to their format, straight through); ``host``: per
+        host layer, the bias per step in v units its BiasEncoder gave each sample, instead of
+        the host layer's float output."""
+        if weights is None:
+            weights = [torch.tensor(s.op.weight, dtype=self.constant.dtype) for s in self.sources]
+        charge = self.constant.expand((len(idx),) + self.shape)
+        for s, w, b, inp in zip(self.sources, weights, self.host_bias, self.inputs):
+            xi = inp[idx]
+            if host is not None and s.host:
+                charge = charge + self.run_steps * host[s.synapse][idx].reshape((len(idx),) + self.shape) / self.v_scale
+            elif s.host:
+                cur = _apply(s.op, xi, w, b)
+                charge = charge + self.run_steps * cur.reshape((len(idx),) + self.shape)
+            else:
+                cur = _apply(s.op, xi, _round_to(w, s.op.weight_format), None) * (2.0 ** s.op.weight_exp / self.k)
+                charge = charge + cur.reshape((len(idx),) + self.shape)
+        return charge
+
+    def counts(self, host: dict[str, torch.Tensor] | None = None, batch: int = 256) -> torch.Tensor:
+        """The count of every sample with the graph's weights, in the chip's integers: the charge
+        in v units (w · 2**e · 64 per delivered spike, the bias mantissa shifted and ``host``'s
+        encoded biases, each per step, v_init: an integer, rounded back from the float units it
+        was summed in, float64 below 2**52), and a neuron fires where v > vth · 64, so
+        clamp(⌊(v − 1) / (vth · 64)⌋, 0, window). Needs ``host`` for a host-fed layer."""
+        n = len(self.inputs[0])
+        out = []
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                v = torch.round(self.charge(torch.arange(i, min(i + batch, n)), host=host) * self.v_scale)
+                out.append(torch.clamp(torch.floor((v - 1) / self.theta_v), 0, self.window))
+        return torch.cat(out)
+
+
+@dataclass(frozen=True, eq=False)
 class WeightCalibration:
     """Layer-wise weight calibration of one layer (see the module docstring, step 1); with
     ``linear``, of the readout: its membrane per step of evidence, no threshold."""
@@ -468,50 +545,24 @@ class WeightCalibration:
 
     def __call__(self, graph: Graph, layer: str, x: np.ndarray, run: fixed.FixedResult,
                  target: np.ndarray, linear: bool = False, fit_on: np.ndarray | None = None) -> Graph:
-        sources = _sources(graph, layer, run, x)
-        if not sources:
+        model = CountModel.of(graph, layer, run, x, self.steps)
+        if model is None:
             return graph
-        op = graph.op(layer)
-        T = self.steps
-        R = run.steps or T  # the run's length (T + depth in measure(upto=layer)): the bias
-        # integrates from step 0, v_init holds −depth·bias (CompensateDelay)
-        W = evidence(graph, layer, run, T)  # the steps of input the layer had: T there
-        th = torch.tensor(theta(op), dtype=torch.float32)
-        gain = torch.tensor(channel_gain(graph, layer), dtype=torch.float32)  # SNN units -> the ANN's
-        v0 = torch.tensor(op.v_init / op.v_scale, dtype=torch.float32)
-        bias = torch.tensor(op.bias_format.decode(op.bias_mant, op.bias_exp) / op.v_scale, dtype=torch.float32)
-        k = op.v_scale / 64  # integer weight units per float unit
-        params, fixed_parts = [], []
-        for s in sources:
-            if s.host:
-                w = torch.tensor(s.op.weight, dtype=torch.float32, requires_grad=True)
-                b = torch.zeros(s.op.weight.shape[0]) if s.op.bias is None else torch.tensor(s.op.bias, dtype=torch.float32)
-                params.append(w)
-                fixed_parts.append(b)
-            else:
-                params.append(torch.tensor(s.op.weight, dtype=torch.float32, requires_grad=True))
-                fixed_parts.append(None)
-        inputs = [torch.tensor(s.counts, dtype=torch.float32) for s in sources]
+        sources, T = model.sources, self.steps
+        params = [torch.tensor(s.op.weight, dtype=torch.float32, requires_grad=True) for s in sources]
         a = torch.tensor(target, dtype=torch.float32)
         pool = torch.arange(len(a)) if fit_on is None else torch.as_tensor(fit_on, dtype=torch.long)
         n = len(pool)
-        shape = graph.shape(layer)
+        gain = torch.tensor(channel_gain(graph, layer), dtype=torch.float32)  # SNN units -> the ANN's
 
         def modelled(idx: torch.Tensor) -> torch.Tensor:
-            charge = (bias * R + v0).expand((len(idx),) + shape)
-            for s, w, b, inp in zip(sources, params, fixed_parts, inputs):
-                xi = inp[idx]
-                if s.host:
-                    cur = _apply(s.op, xi, w, b)
-                    charge = charge + R * cur.reshape((len(idx),) + shape)
-                else:
-                    cur = _apply(s.op, xi, _round_to(w, s.op.weight_format), None) * (2.0 ** s.op.weight_exp / k)
-                    charge = charge + cur.reshape((len(idx),) + shape)
+            charge = model.charge(idx, params)
             if linear:  # the readout: its membrane per step of evidence (``_output_of``)
                 return charge / T * gain
-            count = torch.clamp(_floor_ste(charge / th), 0, W)
-            return count * th / W * gain
+            count = torch.clamp(_floor_ste(charge / model.theta), 0, model.window)
+            return count * model.theta / model.window * gain
 
+        k = model.k
         gen = torch.Generator().manual_seed(self.seed)
         groups = [{"params": [w], "lr": self.lr if not s.host else self.lr / k} for s, w in zip(sources, params)]
         opt = torch.optim.Adam(groups)
@@ -763,5 +814,45 @@ def layer_errors(graph: Graph, ann: Graph, data: np.ndarray, steps: int) -> dict
     return out
 
 
-__all__ = ["AdvancedCalibration", "BiasCorrection", "WeightCalibration", "layer_errors", "measure", "objective",
-           "rates"]
+def timing_offsets(graph: Graph, layer: str, run: fixed.FixedResult, x: np.ndarray, steps: int) -> np.ndarray | None:
+    """Per sample and neuron, the spikes ``layer`` fired in ``run`` less its rate model's count
+    (``CountModel``, float64, the graph's weights) from the same delivered inputs: what the
+    inputs' timing did (a neuron that fires on early excitation before later inhibition
+    arrives: +; charge that arrives too late to fire within the run: −). None where the layer's
+    inputs cannot be modelled."""
+    model = CountModel.of(graph, layer, run, x, steps, dtype=torch.float64)
+    if model is None:
+        return None
+    host = {}
+    for s in model.sources:
+        if s.host:
+            (encoder,) = [u for u in graph.users(s.synapse) if isinstance(graph.op(u), BiasEncoder)]
+            mant, exp, _ = encode_inputs(_prefix(graph, encoder), x)[encoder]
+            host[s.synapse] = torch.tensor(np.left_shift(np.asarray(mant, dtype=np.int64),
+                                                         np.asarray(exp, dtype=np.int64)), dtype=torch.float64)
+    return np.asarray(run.counts[layer], dtype=np.int64) - model.counts(host).numpy().astype(np.int64)
+
+
+def layer_timing(graph: Graph, ann: Graph, data: np.ndarray, steps: int) -> dict[str, dict]:
+    """Per calibrated layer, measured as calibration measures it (T steps of evidence after its
+    input arrives, ``Layerwise``), how its spike counts differ from its rate model's
+    (``timing_offsets``): ``off`` the share of (sample, neuron) pairs whose count differs,
+    ``more`` / ``fewer`` the shares above / below it, ``mean`` the mean difference in spikes,
+    ``count`` the mean count fired."""
+    layers = calibratable(graph, ann)
+    prefix = Layerwise(graph, data, steps)
+    out = {}
+    for layer in layers:
+        run = prefix.measure(graph, layer)
+        off = timing_offsets(graph, layer, run, data, steps)
+        if off is not None:
+            out[layer] = {"off": float(np.mean(off != 0)), "more": float(np.mean(off > 0)),
+                          "fewer": float(np.mean(off < 0)), "mean": float(off.mean()),
+                          "count": float(np.mean(run.counts[layer]))}
+        if layer != layers[-1]:
+            prefix.commit(graph, layer)
+    return out
+
+
+__all__ = ["AdvancedCalibration", "BiasCorrection", "CountModel", "WeightCalibration", "layer_errors", "layer_timing",
+           "measure", "objective", "rates", "timing_offsets"]

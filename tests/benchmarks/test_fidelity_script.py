@@ -15,7 +15,8 @@ def test_fidelity_script_main_and_gap_tables(tmp_path):
     out = tmp_path / "fidelity.md"
     done = subprocess.run(
         [sys.executable, "benchmarks/fidelity.py", "--models", "mlp", "--steps", "4", "--modes", "none",
-         "light (float)", "light", "--gap", "--noise", "1", "--no-peer", "--test-samples", "40", "--out", str(out)],
+         "light (float)", "light", "--gap", "--noise", "1", "--no-peer", "--test-samples", "40", "--timing",
+         "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
@@ -29,7 +30,7 @@ def test_fidelity_script_main_and_gap_tables(tmp_path):
     assert set(rows) == {"none", "light (float)", "light"}, text
     for ann, float_snn, snn, diff in rows.values():
         assert 0 < snn <= 100 and abs(snn - ann - diff) < 0.011
-    gap = [line for line in text.splitlines() if line.startswith("| mlp | 4 | ")]
+    gap = [line for line in text.splitlines() if re.match(rf"\| mlp \| 4 \| {PERCENT} \|", line)]
     assert len(gap) == 1, text
     cells = [c.strip() for c in gap[0].strip("|").split("|")]
     # model, T, float, weights, thresholds, biases, v_init, all, fixed, the noise range
@@ -39,6 +40,13 @@ def test_fidelity_script_main_and_gap_tables(tmp_path):
     # the gap table's float SNN is the main table's (the same conversion, the same test samples)
     assert numbers[0] == rows["none"][1]
     assert re.fullmatch(rf"{PERCENT} – {PERCENT} \(mean {PERCENT}\)", cells[9])
+    # --timing: a row per main-table row; off = more + fewer (shares of sample·neuron pairs, rounded)
+    timing = re.findall(r"^\| mlp \| 4 \| ([^|]+) \| (\d+) \| (\d+\.\d) % \| (\d+\.\d) % \| (\d+\.\d) % \| "
+                        r"([+-]\d+\.\d{3}) \| (\d+\.\d\d) \| (\w+): (\d+\.\d) %, ([+-]\d+\.\d{3}) \|$", text, re.M)
+    assert {t[0].strip() for t in timing} == set(rows), text
+    for _, layers, off, more, fewer, _, count, _, worst_off, _ in timing:
+        assert int(layers) == 2 and float(count) > 0
+        assert abs(float(off) - float(more) - float(fewer)) <= 0.11 and float(off) <= float(worst_off) <= 100
 
 
 def test_fidelity_script_ideal_rate_model_and_model_file(tmp_path):

@@ -518,3 +518,51 @@ def test_a_readout_fit_on_some_samples_never_sees_the_others(digits_image):
     moved_even[even] += 5.0
     np.testing.assert_array_equal(fitted(moved_odd), base)
     assert not np.array_equal(fitted(moved_even), base)
+
+
+def _int_conv(counts, weight, stride, padding):
+    """An int64 convolution (groups 1, dilation 1) of (N, C, H, W) counts, from the definition."""
+    n, _, _, _ = counts.shape
+    out_c, _, kh, kw = weight.shape
+    x = np.pad(counts.astype(np.int64), ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    ho = (x.shape[2] - kh) // stride[0] + 1
+    wo = (x.shape[3] - kw) // stride[1] + 1
+    out = np.zeros((n, out_c, ho, wo), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, :, i: i + stride[0] * ho: stride[0], j: j + stride[1] * wo: stride[1]]
+            out += np.einsum("nchw,oc->nohw", patch, weight[:, :, i, j].astype(np.int64))
+    return out
+
+
+def test_timing_offsets_are_the_counts_fired_less_an_integer_count_model(digits_image):
+    """``timing_offsets``: the spikes a layer fired less clamp(⌊charge / (vth·64)⌋, 0, T), the
+    charge here summed in int64 from the fixed-point graph's integers and the delivered counts; a
+    host-fed layer (a constant current each step) fires exactly its model's count; the spiking
+    layer after it differs on some neurons (spike timing); ``layer_timing`` reports both."""
+    from snncompile.passes.calibrate import Layerwise, layer_timing, timing_offsets
+
+    ann = make_cnn(seed=11)
+    calib = digits_image.train.x[:128]
+    graph = pipeline.run(ann, pipeline.loihi2(calib, STEPS))
+    prefix = Layerwise(graph, calib, STEPS)
+    run1 = prefix.measure(graph, "relu1")
+    off1 = timing_offsets(graph, "relu1", run1, calib, STEPS)
+    assert off1.shape == run1.counts["relu1"].shape and not off1.any()
+    prefix.commit(graph, "relu1")
+    run2 = prefix.measure(graph, "relu2")
+    syn, op = graph.op("conv2"), graph.op("relu2")
+    assert syn.weight_exp >= 0 and syn.groups == 1 and syn.dilation == (1, 1)
+    charge = (_int_conv(run2.counts_delivered["relu1"], syn.weight, syn.stride, syn.padding) * (64 << syn.weight_exp)
+              + run2.steps * np.left_shift(op.bias_mant.astype(np.int64), op.bias_exp.astype(np.int64))
+              + op.v_init.astype(np.int64))
+    model = np.clip(np.floor_divide(charge - 1, op.vth.astype(np.int64) * 64), 0, STEPS)  # fires where v > vth·64
+    off2 = timing_offsets(graph, "relu2", run2, calib, STEPS)
+    np.testing.assert_array_equal(off2, run2.counts["relu2"] - model)
+    assert off2.any()
+    timing = layer_timing(graph, ann, calib, STEPS)
+    assert sorted(timing) == ["relu1", "relu2"]
+    assert timing["relu1"]["off"] == 0.0
+    assert timing["relu2"]["off"] == pytest.approx(np.mean(off2 != 0))
+    assert timing["relu2"]["mean"] == pytest.approx(off2.mean())
+    assert timing["relu2"]["more"] + timing["relu2"]["fewer"] == pytest.approx(timing["relu2"]["off"])

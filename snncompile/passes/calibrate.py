@@ -819,7 +819,9 @@ def timing_offsets(graph: Graph, layer: str, run: fixed.FixedResult, x: np.ndarr
     (``CountModel``, float64, the graph's weights) from the same delivered inputs: what the
     inputs' timing did (a neuron that fires on early excitation before later inhibition
     arrives: +; charge that arrives too late to fire within the run: −). None where the layer's
-    inputs cannot be modelled."""
+    inputs cannot be modelled. Exact for the layers calibration visits: their synapses shift
+    left only (passes.quantize: a right shift, which floors each step's sum, is the readout's
+    alone); a membrane clipped at ±(2**23 − 1) would count as timing too."""
     model = CountModel.of(graph, layer, run, x, steps, dtype=torch.float64)
     if model is None:
         return None

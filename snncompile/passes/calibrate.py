@@ -828,7 +828,8 @@ def timing_offsets(graph: Graph, layer: str, run: fixed.FixedResult, x: np.ndarr
     host = {}
     for s in model.sources:
         if s.host:
-            (encoder,) = [u for u in graph.users(s.synapse) if isinstance(graph.op(u), BiasEncoder)]
+            (encoder,) = [u for u in graph.inputs(layer) if isinstance(graph.op(u), BiasEncoder)
+                          and graph.inputs(u) == [s.synapse]]
             mant, exp, _ = encode_inputs(_prefix(graph, encoder), x)[encoder]
             host[s.synapse] = torch.tensor(np.left_shift(np.asarray(mant, dtype=np.int64),
                                                          np.asarray(exp, dtype=np.int64)), dtype=torch.float64)

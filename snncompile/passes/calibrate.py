@@ -410,6 +410,7 @@ class _Source:
     op: object
     counts: np.ndarray | None  # delivered spike counts of the source population (N, *shape)
     host: bool
+    encoder: str | None = None  # the host layer's BiasEncoder into the layer
 
 
 def _sources(graph: Graph, layer: str, run: fixed.FixedResult, x: np.ndarray) -> list[_Source] | None:
@@ -426,7 +427,7 @@ def _sources(graph: Graph, layer: str, run: fixed.FixedResult, x: np.ndarray) ->
                 (feed,) = graph.inputs(feed)
             if not isinstance(host_op, (Dense, Conv2d)) or not isinstance(graph.op(feed), Input):
                 return None
-            found.append(_Source(host, host_op, x.reshape((len(x),) + graph.shape(feed)), True))
+            found.append(_Source(host, host_op, x.reshape((len(x),) + graph.shape(feed)), True, encoder=src))
         elif isinstance(op, (FixedDense, FixedConv2d)):
             pre = fixed._spike_source(graph, src)
             found.append(_Source(src, op, run.counts_delivered[pre], False))
@@ -825,14 +826,11 @@ def timing_offsets(graph: Graph, layer: str, run: fixed.FixedResult, x: np.ndarr
     model = CountModel.of(graph, layer, run, x, steps, dtype=torch.float64)
     if model is None:
         return None
-    host = {}
-    for s in model.sources:
-        if s.host:
-            (encoder,) = [u for u in graph.inputs(layer) if isinstance(graph.op(u), BiasEncoder)
-                          and graph.inputs(u) == [s.synapse]]
-            mant, exp, _ = encode_inputs(_prefix(graph, encoder), x)[encoder]
-            host[s.synapse] = torch.tensor(np.left_shift(np.asarray(mant, dtype=np.int64),
-                                                         np.asarray(exp, dtype=np.int64)), dtype=torch.float64)
+    encoded = encode_inputs(graph, x) if any(s.host for s in model.sources) else {}
+    host = {s.synapse: torch.tensor(np.left_shift(np.asarray(encoded[s.encoder][0], dtype=np.int64),
+                                                  np.asarray(encoded[s.encoder][1], dtype=np.int64)),
+                                    dtype=torch.float64)
+            for s in model.sources if s.host}
     return np.asarray(run.counts[layer], dtype=np.int64) - model.counts(host).numpy().astype(np.int64)
 
 

@@ -56,6 +56,7 @@ from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effect
 from snncompile.passes import pipeline
 from snncompile.passes.calibrate import channel_gain, channel_mean, layer_timing
 from snncompile.passes.quantize import Quantize
+from snncompile.report.build import paired_difference
 from snncompile.sim import snn as float_snn
 from snncompile.sim.ann import evaluate, forward
 
@@ -106,17 +107,19 @@ def run_mode(mode, ann, snn, calib, steps, **options):
     return fixed, fixed.metadata["calibration"]["seconds"]
 
 
-def splits(key, graph):
+def splits(key, graph, train_labels=False):
     """(train x, test x, test y) of the data ``key``'s model was trained on: digits, or for
-    DIGITS32 digits upsampled to 32×32×3 (tests/zoo/models.py), the same split."""
+    DIGITS32 digits upsampled to 32×32×3 (tests/zoo/models.py), the same split; with
+    ``train_labels``, (train x, train y, test x, test y)."""
     if key in DIGITS32:
         sys.path.insert(0, str(ROOT))
         from tests.zoo.models import digits32
 
-        xtr, _, xte, yte = digits32()
-        return xtr, xte, yte
-    ds = load("digits", graph.shape(graph.input_names()[0]))
-    return ds.train.x, ds.test.x, ds.test.y
+        xtr, ytr, xte, yte = digits32()
+    else:
+        ds = load("digits", graph.shape(graph.input_names()[0]))
+        xtr, ytr, xte, yte = ds.train.x, ds.train.y, ds.test.x, ds.test.y
+    return (xtr, ytr, xte, yte) if train_labels else (xtr, xte, yte)
 
 
 def total_steps(snn, steps):
@@ -196,8 +199,9 @@ def torch_module(key):
     return module.eval()
 
 
-def spikingjelly_modes(key, calib, x, y, steps_list):
-    """SpikingJelly 2.0 ann2snn per T and mode of PEER_MODES: {T: {mode: accuracy}}."""
+def spikingjelly_modes(key, calib, x, y, steps_list, predictions=False):
+    """SpikingJelly 2.0 ann2snn per T and mode of PEER_MODES: {T: {mode: accuracy}}; with
+    ``predictions``, {T: {mode: predicted classes}} (``y`` unused)."""
     import contextlib
     import io
 
@@ -218,7 +222,8 @@ def spikingjelly_modes(key, calib, x, y, steps_list):
             with torch.no_grad():
                 for _ in range(steps):
                     out = out + snn(xt)
-            accs[steps][name] = float(np.mean(out.argmax(1).numpy() == y))
+            classes = out.argmax(1).numpy()
+            accs[steps][name] = classes if predictions else float(np.mean(classes == y))
     return accs
 
 
@@ -230,6 +235,17 @@ def spikingjelly_best(key, calib, x, y, steps_list):
         name = max(modes, key=lambda m: modes[m])
         best[steps] = (modes[name], name)
     return best
+
+
+def paired(ours, theirs, y) -> tuple[float, float]:
+    """``report.build.paired_difference`` in pp: mean and standard error of the per-sample
+    difference in correctness, ours − theirs, on the same samples."""
+    mean, se = paired_difference(ours, theirs, y)
+    return 100 * mean, 100 * se
+
+
+def _pm(mean_se: tuple[float, float]) -> str:
+    return f"{mean_se[0]:+.2f} ± {mean_se[1]:.2f}"
 
 
 def mode_conversion(graph, train, options, plain=None):
@@ -384,6 +400,11 @@ def main() -> None:
     p.add_argument("--timing", action="store_true",
                    help="also print, per row, how each calibrated layer's spike counts on the test split differ "
                         "from its rate model's count from the same delivered inputs (passes.calibrate.layer_timing)")
+    p.add_argument("--unseen", action="store_true",
+                   help="also print, per row, SNN − ANN on the test split and on the train samples no calibration "
+                        "saw (those after the calibration samples), each ± its standard error (paired per sample), "
+                        "both splits together as a 95 %% interval, and ours − SpikingJelly's test-best mode on the "
+                        "unseen samples")
     p.add_argument("--ideal", action="store_true",
                    help="also print, per conversion, the accuracy of its ideal T-step rate model (no spike "
                    "timing: what T levels per neuron alone cost)")
@@ -430,16 +451,28 @@ def main() -> None:
                     "layers, and the layer furthest off:", "",
                     "| model | T | calibrate | layers | off | more | fewer | mean difference (spikes) | mean count | "
                     "layer most off: off, mean difference |", "|---|---|---|---|---|---|---|---|---|---|"]
+    unseen_lines = ["", "Accuracy differences with their standard errors (`--unseen`): per sample, correct (1) or "
+                    "not (0), ours less the ANN's (or SpikingJelly's), on the test split and on the train samples "
+                    "no calibration saw (those after the calibration samples; the ANNs were trained on them, so "
+                    "there the difference is nearly all disagreement with the ANN); ± one standard error of the "
+                    "mean difference; `both`: the two sets together, mean ± 1.96 standard errors. `SJ, unseen`: "
+                    "SpikingJelly's mode that was best on the test split at that T, on the same unseen samples.", "",
+                    "| model | T | calibrate | test: SNN − ANN (pp) | unseen samples | unseen: SNN − ANN (pp) | "
+                    "unseen: agreement with the ANN | both: SNN − ANN, 95 % interval (pp) | SJ, unseen: ours − SJ (pp) |",
+                    "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for key in args.models:
         graph = load_model(model_path(key))
         if key in MODEL_FILES:
             print(f"  ({key}: the model in {MODEL_FILES[key]}, not the bundled {MODELS[key]})", flush=True)
-        xtr, xte, yte = splits(key, graph)
+        xtr, ytr, xte, yte = splits(key, graph, train_labels=True)
         x, y = xte[: args.test_samples], yte[: args.test_samples]
-        ann_acc = accuracy(forward(graph, x).numpy(), y)
+        ann_pred = forward(graph, x).numpy().argmax(1)
+        ann_acc = float(np.mean(ann_pred == y))
         peer_calib = xtr[: args.calib_samples or DEFAULT_CALIB_SAMPLES]
         peer = {} if args.no_peer or key in NO_PEER else spikingjelly_best(key, peer_calib, x, y, args.steps)
+        unseen_ann = {}  # calibration samples n -> the ANN's classes on train samples n:
+        peer_unseen = None  # SpikingJelly's classes on the train samples its calibration did not see
         if key in NO_PEER and not args.no_peer:
             print(f"  ({key}: no SpikingJelly figure: {NO_PEER[key]})", flush=True)
         for steps in args.steps:
@@ -503,6 +536,31 @@ def main() -> None:
                            f"{timing[worst]['mean']:+.3f} |")
                     timing_lines.append(row)
                     print(f"  (timing: {row})", flush=True)
+                if args.unseen:
+                    n = samples[0]
+                    xu, yu = xtr[n:], ytr[n:]
+                    test = paired(logits.argmax(1), ann_pred, y)
+                    if len(xu):
+                        if n not in unseen_ann:
+                            unseen_ann[n] = forward(graph, xu).numpy().argmax(1)
+                        ours_u, _ = reference.predict(fixed, xu, run_steps, device="cpu", progress=False)
+                        ours_u = ours_u.argmax(1)
+                        unseen = paired(ours_u, unseen_ann[n], yu)
+                        both_mean, both_se = paired(np.concatenate([logits.argmax(1), ours_u]),
+                                                    np.concatenate([ann_pred, unseen_ann[n]]), np.concatenate([y, yu]))
+                        cells = (f"{len(xu)} | {_pm(unseen)} | {100 * np.mean(ours_u == unseen_ann[n]):.2f} % | "
+                                 f"{both_mean - 1.96 * both_se:+.2f} … {both_mean + 1.96 * both_se:+.2f} |")
+                        sj_unseen = "—"
+                        if sj and n == len(peer_calib):
+                            if peer_unseen is None:
+                                peer_unseen = spikingjelly_modes(key, peer_calib, xu, None, args.steps, predictions=True)
+                            sj_unseen = f"{_pm(paired(ours_u, peer_unseen[steps][sj[1]], yu))} ({sj[1]})"
+                        cells += f" {sj_unseen} |"
+                    else:
+                        cells = "0 | — | — | — | — |"
+                    row = f"| {key} | {steps} | {mode} | {_pm(test)} | " + cells
+                    unseen_lines.append(row)
+                    print(f"  (unseen: {row})", flush=True)
                 if args.gap and mode == "none":
                     cells = []
                     # (not ``plain``: that is the calibrate-none conversion the later modes reuse)
@@ -528,6 +586,9 @@ def main() -> None:
     if args.timing:
         print("\n".join(timing_lines), flush=True)
         lines += timing_lines
+    if args.unseen:
+        print("\n".join(unseen_lines), flush=True)
+        lines += unseen_lines
     if args.out:
         command = "python benchmarks/fidelity.py " + " ".join(sys.argv[1:])
         Path(args.out).write_text(f"# Fidelity: conversion and calibration in Loihi 2 fixed point\n\nProduced by "

@@ -547,8 +547,11 @@ def fidelity_gate(report: Report, options: Options) -> dict | None:
             drop = 100 * (ref - snn)
             verdict["max_accuracy_drop"] = options.max_accuracy_drop
             if drop > options.max_accuracy_drop:
+                paired = (d["fidelity"].get("accuracy_drop") if ref_name == "ANN" and d["snn_accuracy"] is not None
+                          else None)
+                interval = "" if not paired else ", 95 % interval {:.2f} … {:.2f} pp".format(*paired["interval_95_pp"])
                 verdict["failures"].append(f"accuracy drop {drop:.2f} pp > {options.max_accuracy_drop} pp "
-                                           f"({ref_name} {100 * ref:.2f} %, SNN {100 * snn:.2f} %)")
+                                           f"({ref_name} {100 * ref:.2f} %, SNN {100 * snn:.2f} %{interval})")
     verdict["passed"] = not verdict["failures"]
     return verdict
 
@@ -668,7 +671,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
         float_snn_accuracy=accuracy(float_logits, ds.test.y),
         snn_accuracy=None if snn_logits is None else accuracy(snn_logits, ds.test.y),
         ann_logits=ann_logits, snn_logits=None if snn_logits is None else snn_logits / options.steps,
-        stats=stats, comparison=comparison, test_samples=len(ds.test), calib_samples=real,
+        labels=ds.test.y, stats=stats, comparison=comparison, test_samples=len(ds.test), calib_samples=real,
         timings=timings, placement=placement, activations=activations, weight_errors=weight_errors,
         sweep=sweep, latency=(fixed_graph if fixed_graph is not None else snn).metadata.get("latency")
         or {"steps": latency}, run_steps=run_steps, data_info=ds.describe(real) | {

@@ -23,6 +23,14 @@ def test_ci_fidelity_gate_bundled_cnn_light_calibration_t16(tmp_path, capsys):
     assert report["calibration"]["mode"] == "light" and report["calibration"]["samples"] == 256
     assert report["calibration"]["seconds"] > 0
     assert "Fidelity gate: passed" in (out / "report.md").read_text()
+    # the drop with its paired 95 % interval: its mean is the accuracies' difference
+    drop = report["fidelity"]["accuracy_drop"]
+    assert drop["samples"] == report["test_samples"] == 360
+    assert abs(drop["pp"] - 100 * (report["ann_accuracy"] - report["snn_accuracy"])) < 1e-9
+    low, high = drop["interval_95_pp"]
+    assert drop["standard_error_pp"] >= 0 and abs(low - (drop["pp"] - 1.96 * drop["standard_error_pp"])) < 1e-9
+    assert abs(high - (drop["pp"] + 1.96 * drop["standard_error_pp"])) < 1e-9
+    assert "Accuracy drop from the ANN: " in (out / "report.md").read_text()
 
 
 @pytest.mark.lava
@@ -75,3 +83,30 @@ def test_gate_needs_labels(tmp_path, capsys, digits_flat):
 def test_gate_values_are_checked(tmp_path, capsys, flag, value):
     assert main(["examples/digits_mlp.pt2", "-o", str(tmp_path / "o"), flag, value]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_paired_difference_and_the_gate_message_carry_the_interval():
+    """The paired per-sample difference against a hand computation, and a failing gate names the
+    drop's 95 % interval beside the drop."""
+    import numpy as np
+
+    from snncompile.compiler import Options, fidelity_gate
+    from snncompile.report.build import Report, accuracy_drop, paired_difference
+
+    labels = np.array([0, 1, 2, 3])
+    mean, se = paired_difference([0, 1, 0, 3], [0, 0, 0, 0], labels)  # correct: 1 1 0 1 vs 1 0 0 0
+    # differences 0, 1, 0, 1: mean 0.5, sample standard deviation √(1/3), over √4
+    assert mean == 0.5 and abs(se - np.sqrt(1 / 3) / 2) < 1e-12
+    assert np.isnan(paired_difference([1], [1], [1])[1])
+
+    eye = np.eye(4)
+    ann, snn = eye[[0, 1, 2, 3]], eye[[0, 1, 0, 0]]  # the ANN right on all 4, the SNN on 2
+    drop = accuracy_drop(ann, snn, labels)
+    assert drop["pp"] == 50.0 and drop["samples"] == 4
+    assert abs(drop["standard_error_pp"] - 100 * np.sqrt(1 / 3) / 2) < 1e-9
+    report = Report({"snn_accuracy": 0.5, "ann_accuracy": 1.0, "float_snn_accuracy": 0.5,
+                     "fidelity": {"accuracy_drop": drop}})
+    gate = fidelity_gate(report, Options(max_accuracy_drop=10))
+    low, high = drop["interval_95_pp"]
+    assert gate["failures"] == [f"accuracy drop 50.00 pp > 10 pp (ANN 100.00 %, SNN 50.00 %, 95 % interval "
+                                f"{low:.2f} … {high:.2f} pp)"]

@@ -16,7 +16,7 @@ def test_fidelity_script_main_and_gap_tables(tmp_path):
     done = subprocess.run(
         [sys.executable, "benchmarks/fidelity.py", "--models", "mlp", "--steps", "4", "--modes", "none",
          "light (float)", "light", "--gap", "--noise", "1", "--no-peer", "--test-samples", "40", "--timing",
-         "--out", str(out)],
+         "--unseen", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
@@ -47,6 +47,17 @@ def test_fidelity_script_main_and_gap_tables(tmp_path):
     for _, layers, off, more, fewer, _, count, _, worst_off, _ in timing:
         assert int(layers) == 2 and float(count) > 0
         assert abs(float(off) - float(more) - float(fewer)) <= 0.11 and float(off) <= float(worst_off) <= 100
+    # --unseen: a row per main-table row; its test difference is the main table's SNN − ANN, the
+    # unseen samples are the train split after the 256 calibration samples (1,437 − 256), and the
+    # 95 % interval of both sets together lies around a mean within the two sets' means
+    unseen = re.findall(r"^\| mlp \| 4 \| ([^|]+) \| ([+-]\d+\.\d\d) ± (\d+\.\d\d) \| (\d+) \| ([+-]\d+\.\d\d) ± "
+                        rf"(\d+\.\d\d) \| {PERCENT} % \| ([+-]\d+\.\d\d) … ([+-]\d+\.\d\d) \| — \|$", text, re.M)
+    assert {u[0].strip() for u in unseen} == set(rows), text
+    for mode, test, test_se, count, diff, diff_se, agree, low, high in unseen:
+        assert abs(float(test) - rows[mode.strip()][3]) < 0.011 and float(test_se) >= 0 and float(diff_se) >= 0
+        assert int(count) == 1437 - 256 and 0 < float(agree) <= 100
+        middle = (float(low) + float(high)) / 2
+        assert float(low) <= float(high) and min(float(test), float(diff)) - 0.011 <= middle <= max(float(test), float(diff)) + 0.011
 
 
 def test_fidelity_script_ideal_rate_model_and_model_file(tmp_path):

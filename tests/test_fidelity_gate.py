@@ -28,8 +28,10 @@ def test_ci_fidelity_gate_bundled_cnn_light_calibration_t16(tmp_path, capsys):
     assert drop["samples"] == report["test_samples"] == 360
     assert abs(drop["pp"] - 100 * (report["ann_accuracy"] - report["snn_accuracy"])) < 1e-9
     low, high = drop["interval_95_pp"]
-    assert drop["standard_error_pp"] >= 0 and abs(low - (drop["pp"] - 1.96 * drop["standard_error_pp"])) < 1e-9
-    assert abs(high - (drop["pp"] + 1.96 * drop["standard_error_pp"])) < 1e-9
+    # 1.96 standard errors, or where no sample differs (SE 0) the rule of three, 3/360
+    half = 1.96 * drop["standard_error_pp"] or 300 / 360
+    assert drop["standard_error_pp"] >= 0 and abs(low - (drop["pp"] - half)) < 1e-9
+    assert abs(high - (drop["pp"] + half)) < 1e-9
     assert "Accuracy drop from the ANN: " in (out / "report.md").read_text()
 
 
@@ -104,6 +106,8 @@ def test_paired_difference_and_the_gate_message_carry_the_interval():
     drop = accuracy_drop(ann, snn, labels)
     assert drop["pp"] == 50.0 and drop["samples"] == 4
     assert abs(drop["standard_error_pp"] - 100 * np.sqrt(1 / 3) / 2) < 1e-9
+    same = accuracy_drop(ann, ann, labels)  # no sample differs: ±3/n, not ±0
+    assert same["pp"] == 0 and same["standard_error_pp"] == 0 and same["interval_95_pp"] == [-75.0, 75.0]
     report = Report({"snn_accuracy": 0.5, "ann_accuracy": 1.0, "float_snn_accuracy": 0.5,
                      "fidelity": {"accuracy_drop": drop}})
     gate = fidelity_gate(report, Options(max_accuracy_drop=10))

@@ -84,10 +84,16 @@ def accuracy_drop(ann_logits, snn_logits, labels) -> dict:
     n = len(labels)
     pred = [np.asarray(x).reshape(n, -1).argmax(1) for x in (ann_logits, snn_logits)]
     mean, se = paired_difference(pred[0], pred[1], labels)
+    how = "per evaluation sample, ANN correct (1 or 0) less SNN correct; mean, and mean ± 1.96 standard errors of it"
+    if n > 1 and not np.any((pred[0] == labels) != (pred[1] == labels)):
+        # no sample tells them apart: the spread of the differences is 0, which bounds nothing; the
+        # rule of three bounds the rate of samples that would (95 %: 3 / n)
+        half = 3 / n
+        how += "; no sample differs, so ±3/n (the rule of three's 95 % bound on the share that would)"
+    else:
+        half = 1.96 * se
     return {"pp": 100 * mean, "standard_error_pp": 100 * se,
-            "interval_95_pp": [100 * (mean - 1.96 * se), 100 * (mean + 1.96 * se)], "samples": n,
-            "how": "per evaluation sample, ANN correct (1 or 0) less SNN correct; mean, and mean ± 1.96 "
-                   "standard errors of it"}
+            "interval_95_pp": [100 * (mean - half), 100 * (mean + half)], "samples": n, "how": how}
 
 
 def drop_text(drop: dict) -> str:

@@ -314,8 +314,9 @@ def test_layerwise_measurements_equal_the_prefix_simulations(digits_image):
 def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evidence_is_short(digits_image,
                                                                                              monkeypatch):
     """--calibrate auto on a network past the small-model limits (here: the limits lowered below the
-    digits ResNet) runs advanced where T <= L and the float SNN (measured by choose_delays) agrees
-    with the ANN on fewer than AUTO_ADVANCED_AGREEMENT of the calibration samples, and where the
+    digits ResNet) runs advanced where the float SNN (measured by choose_delays) agrees with the ANN
+    on fewer than AUTO_ADVANCED_AGREEMENT_SHORT of the calibration samples at T <= L, or fewer than
+    AUTO_ADVANCED_AGREEMENT at T > L, and where the
     cost (neurons × samples, layers, weights) is bounded; light where only advanced's bounds are
     passed; none otherwise, and says why."""
     from snncompile import compiler
@@ -330,7 +331,7 @@ def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evide
     assert depth >= 2
     agree = snn.metadata["delays"]["agreement"][snn.metadata["delays"]["kept"]]
     mode, why = resolve_calibration("auto", snn, ann, 2, 64)
-    assert (mode == "advanced") == (agree < compiler.AUTO_ADVANCED_AGREEMENT) and "T=2 ≤ L" in why
+    assert (mode == "advanced") == (agree < compiler.AUTO_ADVANCED_AGREEMENT_SHORT) and "T=2 ≤ L" in why
     # the same network told it agrees less / more
 
     def told(share):
@@ -347,6 +348,11 @@ def test_auto_calibration_beyond_the_small_models_runs_advanced_only_where_evide
     # T > L too), none where not; too many neuron·samples; an explicit request
     assert resolve_calibration("auto", low, ann, depth + 1, 64)[0] == "advanced"
     assert resolve_calibration("auto", told(0.99), ann, depth + 1, 64)[0] == "none"
+    # 97 %: advanced on short evidence (ResNet-20 at T=16), none on long (at T=32)
+    mode, why = resolve_calibration("auto", told(0.97), ann, 2, 64)
+    assert mode == "advanced" and "agrees with the ANN on 97%" in why
+    mode, why = resolve_calibration("auto", told(0.97), ann, depth + 1, 64)
+    assert mode == "none" and "(at least 95%)" in why
     builder = snn.edit()
     builder.metadata = {**builder.metadata, "delays": {"mode": "off"}}
     mode, why = resolve_calibration("auto", builder.build(), ann, depth + 1, 64)
@@ -389,6 +395,7 @@ def test_convert_gives_a_deep_network_more_calibration_samples_where_auto_runs_a
                "samples) as samples"}
     monkeypatch.setattr(compiler, "AUTO_ADVANCED_NEURONS", 10)
     monkeypatch.setattr(compiler, "AUTO_ADVANCED_AGREEMENT", 1.01)  # the float SNN never agrees enough
+    monkeypatch.setattr(compiler, "AUTO_ADVANCED_AGREEMENT_SHORT", 1.01)
     options = Options(steps=2, progress=False)
     snn, calib = convert(ann, train, options)
     assert len(calib) == 64 and np.array_equal(calib, train[:64])

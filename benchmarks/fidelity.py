@@ -56,7 +56,7 @@ from snncompile.ir.ops import IF, Conv2d, Dense, FixedConv2d, FixedDense, effect
 from snncompile.passes import pipeline
 from snncompile.passes.calibrate import channel_gain, channel_mean, layer_timing
 from snncompile.passes.quantize import Quantize
-from snncompile.report.build import paired_difference
+from snncompile.report.build import paired_difference, paired_interval
 from snncompile.sim import snn as float_snn
 from snncompile.sim.ann import evaluate, forward
 
@@ -455,7 +455,8 @@ def main() -> None:
                     "not (0), ours less the ANN's (or SpikingJelly's), on the test split and on the train samples "
                     "no calibration saw (those after the calibration samples; the ANNs were trained on them, so "
                     "there the difference is nearly all disagreement with the ANN); ± one standard error of the "
-                    "mean difference; `both`: the two sets together, mean ± 1.96 standard errors. `SJ, unseen`: "
+                    "mean difference; `both`: the two sets together, mean ± 1.96 standard errors (±3/n where no "
+                    "sample differs, the rule of three). `SJ, unseen`: "
                     "SpikingJelly's mode that was best on the test split at that T, on the same unseen samples.", "",
                     "| model | T | calibrate | test: SNN − ANN (pp) | unseen samples | unseen: SNN − ANN (pp) | "
                     "unseen: agreement with the ANN | both: SNN − ANN, 95 % interval (pp) | SJ, unseen: ours − SJ (pp) |",
@@ -546,10 +547,10 @@ def main() -> None:
                         ours_u, _ = reference.predict(fixed, xu, run_steps, device="cpu", progress=False)
                         ours_u = ours_u.argmax(1)
                         unseen = paired(ours_u, unseen_ann[n], yu)
-                        both_mean, both_se = paired(np.concatenate([logits.argmax(1), ours_u]),
-                                                    np.concatenate([ann_pred, unseen_ann[n]]), np.concatenate([y, yu]))
+                        *_, low, high = paired_interval(np.concatenate([logits.argmax(1), ours_u]),
+                                                        np.concatenate([ann_pred, unseen_ann[n]]), np.concatenate([y, yu]))
                         cells = (f"{len(xu)} | {_pm(unseen)} | {100 * np.mean(ours_u == unseen_ann[n]):.2f} % | "
-                                 f"{both_mean - 1.96 * both_se:+.2f} … {both_mean + 1.96 * both_se:+.2f} |")
+                                 f"{100 * low:+.2f} … {100 * high:+.2f} |")
                         sj_unseen = "—"
                         if sj and n == len(peer_calib):
                             if peer_unseen is None:

@@ -75,6 +75,20 @@ def paired_difference(pred_a, pred_b, labels) -> tuple[float, float]:
     return float(d.mean()), se
 
 
+def paired_interval(pred_a, pred_b, labels) -> tuple[float, float, float, float]:
+    """(mean, standard error, low, high) of ``paired_difference``: the 95 % interval mean ± 1.96
+    standard errors, or, where no sample tells a and b apart (a spread of 0, which bounds
+    nothing), ±3/n, the rule of three's 95 % bound on the share of samples that would."""
+    labels = np.asarray(labels)
+    mean, se = paired_difference(pred_a, pred_b, labels)
+    n = len(labels)
+    if n > 1 and not np.any((np.asarray(pred_a) == labels) != (np.asarray(pred_b) == labels)):
+        half = 3 / n
+    else:
+        half = 1.96 * se
+    return mean, se, mean - half, mean + half
+
+
 def accuracy_drop(ann_logits, snn_logits, labels) -> dict:
     """report.json ``fidelity.accuracy_drop``: the ANN's accuracy less the SNN's in percentage
     points, with its standard error and 95 % interval from the paired per-sample differences. On
@@ -83,17 +97,11 @@ def accuracy_drop(ann_logits, snn_logits, labels) -> dict:
     how far a drop measured on this many samples can be from the drop on new ones."""
     n = len(labels)
     pred = [np.asarray(x).reshape(n, -1).argmax(1) for x in (ann_logits, snn_logits)]
-    mean, se = paired_difference(pred[0], pred[1], labels)
-    how = "per evaluation sample, ANN correct (1 or 0) less SNN correct; mean, and mean ± 1.96 standard errors of it"
-    if n > 1 and not np.any((pred[0] == labels) != (pred[1] == labels)):
-        # no sample tells them apart: the spread of the differences is 0, which bounds nothing; the
-        # rule of three bounds the rate of samples that would (95 %: 3 / n)
-        half = 3 / n
-        how += "; no sample differs, so ±3/n (the rule of three's 95 % bound on the share that would)"
-    else:
-        half = 1.96 * se
-    return {"pp": 100 * mean, "standard_error_pp": 100 * se,
-            "interval_95_pp": [100 * (mean - half), 100 * (mean + half)], "samples": n, "how": how}
+    mean, se, low, high = paired_interval(pred[0], pred[1], labels)
+    how = ("per evaluation sample, ANN correct (1 or 0) less SNN correct; mean, and mean ± 1.96 standard errors "
+           "of it (where no sample differs, ±3/n: the rule of three's 95 % bound on the share that would)")
+    return {"pp": 100 * mean, "standard_error_pp": 100 * se, "interval_95_pp": [100 * low, 100 * high],
+            "samples": n, "how": how}
 
 
 def drop_text(drop: dict) -> str:

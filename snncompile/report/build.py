@@ -105,7 +105,7 @@ def accuracy_drop(ann_logits, snn_logits, labels) -> dict:
 
 
 def drop_text(drop: dict) -> str:
-    """'2.22 pp (95 % interval −0.07 … 4.51 pp, 360 samples, paired)'."""
+    """'2.22 pp (95 % interval -0.07 … 4.51 pp, 360 samples, paired)'."""
     low, high = drop["interval_95_pp"]
     return f"{drop['pp']:.2f} pp (95 % interval {low:.2f} … {high:.2f} pp, {drop['samples']} samples, paired)"
 

@@ -79,10 +79,9 @@ def paired_interval(pred_a, pred_b, labels) -> tuple[float, float, float, float]
     """(mean, standard error, low, high) of ``paired_difference``: the 95 % interval mean ± 1.96
     standard errors, or, where no sample tells a and b apart (a spread of 0, which bounds
     nothing), ±3/n, the rule of three's 95 % bound on the share of samples that would."""
-    labels = np.asarray(labels)
     mean, se = paired_difference(pred_a, pred_b, labels)
     n = len(labels)
-    if n > 1 and not np.any((np.asarray(pred_a) == labels) != (np.asarray(pred_b) == labels)):
+    if n > 1 and se == 0 and mean == 0:  # every per-sample difference is 0
         half = 3 / n
     else:
         half = 1.96 * se

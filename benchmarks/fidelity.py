@@ -387,11 +387,14 @@ def main() -> None:
                    "gives a deep network more)")
     p.add_argument("--test-samples", type=int, default=None, help="the first N test samples (default: all)")
     p.add_argument("--no-peer", action="store_true", help="skip SpikingJelly")
+    p.add_argument("--spikes", default="auto", choices=["auto", "signed", "binary"],
+                   help="the converted neurons' spikes (compiler.spike_mode; auto: signed, as the compiler's default)")
     p.add_argument("--equalize-delays", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                    help="relay layers on the shorter paths (passes.equalize_delays): auto (the compiler's "
                    "default: relayed where the float SNN is closer to the ANN on the calibration data), "
                    "on, off")
-    p.add_argument("--gap", action="store_true", help="also print the fixed-vs-float breakdown (mode none)")
+    p.add_argument("--gap", action="store_true", help="also print the fixed-vs-float breakdown (mode none); with "
+                   "--unseen, also fixed − float paired per sample on the test and the unseen samples")
     p.add_argument("--noise", type=int, default=0, metavar="K",
                    help="with --gap: also the float SNN's accuracy range over K draws of ±½-step weight noise")
     p.add_argument("--calib-subsets", type=int, default=0, metavar="K",
@@ -464,6 +467,13 @@ def main() -> None:
                     "| model | T | calibrate | test: SNN − ANN (pp) | unseen samples | unseen: SNN − ANN (pp) | "
                     "unseen: agreement with the ANN | both: SNN − ANN, 95 % interval (pp) | SJ, unseen: ours − SJ (pp) |",
                     "|---|---|---|---|---|---|---|---|---|"]
+    quant_lines = ["", "Fixed point − float SNN, paired per sample (`--gap --unseen`, calibrate none: the same "
+                   "conversion, T and delays): correct (1) or not (0), the fixed point's less the float SNN's, on the "
+                   "test split and on the train samples after the calibration samples, ± one standard error; `both`: "
+                   "the two sets together, mean ± 1.96 standard errors (±3/n where no sample differs).", "",
+                   "| model | T | test: fixed − float (pp) | unseen samples | unseen: fixed − float (pp) | "
+                   "unseen: fixed and float agree | both: fixed − float, 95 % interval (pp) |",
+                   "|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for key in args.models:
         graph = load_model(model_path(key))
@@ -482,7 +492,7 @@ def main() -> None:
         for steps in args.steps:
             conversions = {}  # (samples, mixups) -> (snn, calib, float accuracy): modes given the same samples
             options = Options(steps=steps, threshold=args.threshold, equalize_delays=args.equalize_delays,
-                              calib_samples=args.calib_samples)
+                              calib_samples=args.calib_samples, spikes=args.spikes)
             plain = convert(graph, xtr, dataclasses.replace(options, calibrate="none"))
             for mode in args.modes:
                 # the compiler's conversion for this --calibrate (compiler.convert), so that
@@ -503,14 +513,16 @@ def main() -> None:
                     picked, why = resolve_calibration("auto", snn, graph, steps, len(calib))
                     print(f"  ({key}, T={steps}: --calibrate auto picks {picked}: {why})", flush=True)
                     run = float_snn.simulate(snn, x, total_steps(snn, steps), delay=1)
-                    conversions[samples] = snn, calib, accuracy(next(iter(run.scores().values())), y)
+                    float_scores = next(iter(run.scores().values()))
+                    conversions[samples] = snn, calib, accuracy(float_scores, y), np.asarray(float_scores).argmax(1)
                     if args.ideal:
                         row = (f"| {key} | {steps} | {samples[0]}{f' + {samples[1]} mixups' if samples[1] else ''} | "
                                f"{100 * ann_acc:.2f} % | {100 * accuracy(ideal_rates(snn, x, steps), y):.2f} % | "
                                f"{100 * conversions[samples][2]:.2f} % |")
                         ideal_lines.append(row)
                         print(f"  (ideal rate model: {row})", flush=True)
-                snn, calib, float_acc = conversions[samples]
+                snn, calib, float_acc, float_pred = conversions[samples]
+                ours_u = None  # (--unseen) the fixed point's classes on the unseen samples
                 run_steps = total_steps(snn, steps)
                 fixed, seconds = run_mode(mode, graph, snn, calib, steps)
                 logits, _ = reference.predict(fixed, x, run_steps, device="cpu", progress=False)
@@ -581,9 +593,27 @@ def main() -> None:
                         noise = f" {100 * min(accs):.2f} – {100 * max(accs):.2f} (mean {100 * np.mean(accs):.2f}) |"
                     gap_lines.append(f"| {key} | {steps} | {100 * float_acc:.2f} | " + " | ".join(cells)
                                      + f" | {100 * acc:.2f} |" + noise)
+                    if args.unseen:
+                        # the quantization's own loss, paired per sample: the fixed point's class less
+                        # the float SNN's (same conversion, same T and delays), correct 1 or not 0
+                        test = paired(logits.argmax(1), float_pred, y)
+                        cells = "0 | — | — | — |"
+                        if ours_u is not None:
+                            float_u = np.asarray(next(iter(float_snn.simulate(
+                                snn, xu, run_steps, delay=1).scores().values()))).argmax(1)
+                            *_, low, high = paired_interval(np.concatenate([logits.argmax(1), ours_u]),
+                                                            np.concatenate([float_pred, float_u]), np.concatenate([y, yu]))
+                            cells = (f"{len(xu)} | {_pm(paired(ours_u, float_u, yu))} | "
+                                     f"{100 * np.mean(ours_u == float_u):.2f} % | {100 * low:+.2f} … {100 * high:+.2f} |")
+                        row = f"| {key} | {steps} | {_pm(test)} | " + cells
+                        quant_lines.append(row)
+                        print(f"  (fixed − float: {row})", flush=True)
     if args.gap:
         print("\n".join(gap_lines), flush=True)
         lines += gap_lines
+    if args.gap and args.unseen:
+        print("\n".join(quant_lines), flush=True)
+        lines += quant_lines
     if args.ideal:
         print("\n".join(ideal_lines), flush=True)
         lines += ideal_lines

@@ -176,6 +176,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "neurons, +52 %% there, and is worse at T=16 there; see passes/equalize_delays.py). "
                    "auto (default): where T <= L, relayed or not, whichever float SNN is closer to the ANN "
                    "on the calibration data (up to 400,000 neurons; report.json: delays); a bare flag means on")
+    p.add_argument("--spikes", choices=["auto", "signed", "binary"], default="auto",
+                   help="the converted neurons' spikes: signed = reset by subtraction plus a -1 spike that takes "
+                   "back one sent too early (a count per neuron, Loihi 2 graded spikes; MobileNetV2 at T=16: "
+                   "-0.48 instead of -2.18 pp from the ANN on unseen samples); binary = 0/1 spikes, reset by "
+                   "subtraction. auto (default): signed for --target loihi2, binary for nir and netx")
     p.add_argument("--calib-iterations", type=_limited(100_000), default=300,
                    help="Adam steps per layer for --calibrate advanced (default 300)")
     p.add_argument("--chips", type=_limited(1024), default=1,
@@ -288,7 +293,7 @@ def inspect(argv: list[str]) -> int:
                       calibrate=args.calibrate,
                       chips=args.chips, progress=False, arch=args.arch, trust_pickle=args.trust_pickle,
                       input_shape=args.input_shape, nir_dt=args.nir_dt, nir_reset=args.nir_reset,
-                      maxpool=args.maxpool, equalize_delays=args.equalize_delays)
+                      maxpool=args.maxpool, equalize_delays=args.equalize_delays, spikes=args.spikes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -365,7 +370,7 @@ def _main(argv: list[str] | None = None) -> int:
         progress=not (args.no_progress or args.quiet), chips=args.chips,
         arch=args.arch, trust_pickle=args.trust_pickle, input_shape=args.input_shape, strict=args.strict,
         nir_dt=args.nir_dt, nir_reset=args.nir_reset, nir_flavor=args.nir_flavor, allow_silent=args.allow_silent,
-        maxpool=args.maxpool, equalize_delays=args.equalize_delays,
+        maxpool=args.maxpool, equalize_delays=args.equalize_delays, spikes=args.spikes,
     )
     try:
         # with --json, stdout carries the one JSON document: stray prints go to stderr

@@ -67,6 +67,9 @@ class Options:
     # relay layers on shorter paths (passes.equalize_delays): "auto" (keep them where the float SNN
     # is closer to the ANN on the calibration data), "on"/True, "off"/False; never for netx
     equalize_delays: bool | str = "auto"
+    # the converted IF neurons' spikes (spike_mode): auto (signed for loihi2, binary for the netx
+    # and nir targets) | signed (Reset.SIGNED: −1 takes back a spike sent too early) | binary
+    spikes: str = "auto"
 
 
 @dataclass
@@ -256,7 +259,7 @@ def to_snn(graph: Graph, calib: np.ndarray, options: Options) -> Graph:
     """The float SNN: an ANN is converted (netx needs reset to zero); an SNN keeps its neurons."""
     if any(op.neuron for _, op in graph.nodes()):
         return pipeline.run(graph, pipeline.spiking())
-    reset = Reset.ZERO if options.target == "netx" else Reset.SUBTRACT
+    reset = {"netx": Reset.ZERO, "signed": Reset.SIGNED}.get(spike_mode(options), Reset.SUBTRACT)
     v_init = 0.0 if options.target == "netx" else 0.5  # netx's neurons start at v = 0
     # equal delays on every path when asked (passes.equalize_delays; not for netx, whose neurons
     # start at 0 and whose biases integrate from step 0 anyway)
@@ -273,6 +276,55 @@ EQUALIZE_MODES = ("auto", "on", "off")
 EQUALIZE_AUTO_NEURONS = 400_000
 EQUALIZE_AUTO_SAMPLES = 128  # of the calibration samples (ResNet-20, 256 of them: agreement 87 vs 64 % at
 # T=8, 93 vs 98 % at T=16: far apart either way)
+
+
+SPIKE_MODES = ("auto", "signed", "binary")
+SPIKES_WHY = {
+    "signed": "a spike sent on early excitation is taken back (-1) once later inhibition brings v to 0 or "
+              "below, so each neuron's spikes so far follow its charge so far, as the ANN's ReLU does "
+              "(Reset.SIGNED; Loihi 2 graded spikes, a count per neuron)",
+    "binary": "0/1 spikes, reset by subtraction",
+    "netx": "0/1 spikes, reset to zero (netx's CUBA neuron)",
+}
+
+
+def spikes_report(options: Options, is_ann: bool, layers: list[dict]) -> dict:
+    """report.json ``spikes``: what ``--spikes`` gave a converted ANN (``mode``; "trained" for a
+    model that came spiking, whose neurons are its own), why, and the −1 spikes among the spikes
+    the fixed-point network sent on the evaluation data (``LayerStats``)."""
+    mode = spike_mode(options) if is_ann else "trained"
+    out = {"option": options.spikes, "mode": mode,
+           "why": SPIKES_WHY.get(mode, "the model's own neurons (--spikes applies to converted ANNs)")}
+    sent = sum(layer.get("overflow", {}).get("spikes", 0) for layer in layers)
+    if sent:
+        out |= {"spikes_sent": int(sent), "negative_spikes": int(sum(
+            layer.get("negative_spikes", 0) for layer in layers))}
+    return out
+
+
+def spike_mode(options: Options) -> str:
+    """What ``--spikes`` means for this compile: "netx" (binary, reset to zero: netx's CUBA
+    neuron), "signed" (Reset.SIGNED) or "binary" (reset by subtraction). auto is signed on the
+    loihi2 target, the default, and binary for nir (NIR's IF has no signed spikes, so another
+    library would run the file as binary neurons), for netx, and where model.nir is written for
+    snnTorch or Rockpool (their readers take binary neurons only).
+
+    Signed spikes take back a spike a neuron sent on early excitation once later inhibition has
+    brought its v to 0 or below, so its spikes so far follow its charge so far, as the ANN's
+    ReLU does, instead of its running maximum. Measured (benchmarks/results/fidelity.md,
+    "Signed spikes"): torchvision's MobileNetV2 at T=16 with the default calibration, −2.18 ±
+    0.72 pp from its ANN with binary spikes, −0.48 ± 0.48 with signed ones, on 413 samples no
+    calibration saw."""
+    if options.spikes not in SPIKE_MODES:
+        raise SnnCompileError(f"--spikes must be one of {', '.join(SPIKE_MODES)}, not '{options.spikes}'")
+    if options.target == "netx":
+        if options.spikes == "signed":
+            raise SnnCompileError("--spikes signed: netx's CUBA neuron sends binary spikes and resets to 0; "
+                                  "use --target loihi2 or --spikes binary")
+        return "netx"
+    if options.spikes == "auto":  # (snnTorch's and Rockpool's NIR readers take binary neurons only)
+        return "signed" if options.target == "loihi2" and options.nir_flavor in ("nir", "snncompile") else "binary"
+    return options.spikes
 
 
 def equalize_mode(value: bool | str) -> str:
@@ -692,6 +744,7 @@ def compile_model(model: str | Path | Graph, outdir: str | Path, options: Option
     report.data["delays"] = snn.metadata.get("delays") or {
         "equalized": False, "why": ("--equalize-delays off: paths of different depth keep their delays"
                                     if options.target != "netx" else "netx: no relays")}
+    report.data["spikes"] = spikes_report(options, is_ann, report.data.get("layers") or [])
     if graph is not original:  # --maxpool avg changed the ANN: its accuracy before and after
         report.data["maxpool"] = {
             **graph.metadata.get("maxpool", {}),

@@ -58,8 +58,9 @@ netx semantics (measured and read) and how the mapping keeps them exact:
   dense layer, i.e. the (C, H, W) C-order flattening: the IR's column order, written unchanged.
 
 Not expressible (``BackendError`` naming the first such node in topological order): reset by
-subtraction; non-uniform thresholds; a non-zero initial potential; biases that are not multiples
-of 64 (or exceed 13 bits after the division); a bias on the input layer; several inputs or fan-out
+subtraction; signed spikes (``Reset.SIGNED``: −1 / 0 / +1 payloads, netx's are binary);
+non-uniform thresholds; a non-zero initial potential; biases that are not multiples of 64 (or
+exceed 13 bits after the division); a bias on the input layer; several inputs or fan-out
 (skip connections, membrane-add, residual Add: netx builds a single chain, and its 'concat' and
 'average' layers raise NotImplementedError); pooling or any float op on the spiking side ('pool'
 raises NotImplementedError too); several Inputs/BiasEncoders; dense weights netx would alter; conv
@@ -239,6 +240,9 @@ def _check_neuron(graph: Graph, name: str, op: LoihiNeuron, encoders: list[str])
     if len(inputs) > 1:
         kinds = "synaptic inputs (membrane-add)" if len(synaptic) == len(inputs) else "inputs"
         raise _Refused(f"{len(inputs)} {kinds} {inputs}: a netx layer has exactly one")
+    if op.reset == Reset.SIGNED:
+        raise _Refused("signed spikes (reset 'signed'): netx's CUBA neuron (Lava LIF) sends binary "
+                       "spikes and resets v to 0")
     if op.reset != Reset.ZERO:
         raise _Refused("reset by subtraction: netx's CUBA neuron (Lava LIF) resets v to 0")
     if op.vth.size and np.any(op.vth != op.vth.flat[0]):

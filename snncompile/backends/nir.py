@@ -118,7 +118,7 @@ def _neuron(op, shape, dt: float, flavor: str):
         if flavor == "snntorch":
             if op.reset is not Reset.ZERO:
                 raise KeyError("snnTorch imports nir.IF as Leaky(beta=0.9) and LIF with reset to zero: "
-                               "a subtractive IF cannot be expressed; convert with reset to zero")
+                               f"an IF with reset '{op.reset.value}' cannot be expressed; convert with reset to zero")
             tau = np.full(shape, SNNTORCH_IF_TAU, np.float64)
             return nir.LIF(tau=tau, r=tau / dt, v_leak=zeros, v_threshold=theta, v_reset=zeros, metadata=meta)
         return nir.IF(r=_ones(shape) / dt, v_threshold=theta, v_reset=zeros, metadata=meta)
@@ -225,6 +225,10 @@ def to_nir(graph: Graph, flavor: str = "nir") -> nir.NIRGraph:
     }
     if len(resets) == 1:
         metadata["reset"] = resets[0]
+    if "signed" in resets:
+        metadata["signed_spikes"] = ("neurons whose metadata says reset 'signed' also send -1 (v <= 0 while their "
+                                     "spikes so far sum above 0; v += threshold): NIR's IF has no such spike, so "
+                                     "other libraries run them as binary IF; snncompile reads them back as signed")
     if flavor != "snncompile" and graph.find(Integrator):
         metadata["readout"] = SUM_READOUT
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)

@@ -11,7 +11,9 @@ so it can be copied to a machine with a Loihi 2 board and the lava-loihi extensi
 then, back on a machine with snncompile: ``snncompile verify OUTDIR --against recording.npz``.
 
 It rebuilds the Lava process graph that snncompile's Lava backend builds (Lava's Dense, Conv and
-LIF processes, and a LIF with reset by subtraction defined below), one fresh network per sample,
+LIF processes, and a LIF with reset by subtraction and one with signed spikes defined below; a
+Dense or Conv reading signed spikes takes them as graded 2-bit payloads, num_message_bits=2),
+one fresh network per sample,
 feeds each sample's host-encoded input (in the bundle) as the first layer's bias, runs T steps
 and records the output layer's spikes and membrane v (and those of ``--probe`` layers).
 
@@ -19,8 +21,9 @@ Run configuration (``--run-config auto``, the default): ``Loihi2HwCfg()`` when t
 extension is installed, detected exactly as ``lava.utils.loihi.is_installed()`` does in lava-nc
 0.10 (the module ``lava.utils.loihi2_profiler`` is importable); else
 ``Loihi2SimCfg(select_tag="fixed_pt")``, Lava's bit-accurate CPU models. On hardware the
-subtractive-reset neuron has only the CPU model below (no NeuroCore microcode ships with Lava):
-Lava then runs those populations on the host CPU, which the recording's ``run_config`` says.
+subtractive-reset and signed neurons have only the CPU models below (no NeuroCore microcode ships
+with Lava): Lava then runs those populations on the host CPU, which the recording's ``run_config``
+says.
 Under Loihi2SimCfg the script installs ``lava_fastconv.py`` (written beside it) for Lava's Conv
 model: the same sums as Lava's ``conv_scipy``, in one vectorized call (``install_fast_conv``).
 
@@ -30,7 +33,8 @@ recording.npz (np.load(path, allow_pickle=False)), schema "snncompile-recording"
                    "bundle_version", "output_layers", "conv" (which convolution Lava's CPU
                    Conv model ran: ``install_fast_conv``)}
     sample_ids     int64 (samples,): the test-split indices of the bundled samples that ran
-    spikes/LAYER   int8  (samples, steps, *layer shape): s_out sent at each step
+    spikes/LAYER   int8  (samples, steps, *layer shape): s_out sent at each step (0 / 1; reset
+                   "signed": −1 / 0 / +1)
     v/LAYER        int32 (samples, steps, *layer shape): v after each step's reset
 Layer shapes are snncompile's (C, H, W) for images, not Lava's (X, Y, C); step t is Lava's
 time step t + 1.
@@ -159,6 +163,54 @@ class PySubtractiveLifModelBitAcc(AbstractPyLifModelFixed):
 
     def reset_voltage(self, spike_vector):
         self.v[:] = np.where(spike_vector, self.v - self.effective_vth, self.v)
+
+
+# The signed neuron (reset "signed"; snncompile.backends.lava.processes.SignedLIF): the same
+# integer dynamics, then with Θ = vth << 6: s = +1 where v > Θ, −1 where v <= 0 and sent > 0,
+# else 0; v -= s·Θ; sent += s (sent: the spikes sent so far, 0 in a fresh network). s_out sends
+# s as int32, read by Dense/Conv with num_message_bits > 0 (SIGNED_MESSAGE_BITS) as s·weight.
+
+# Graded-spike width of a synapse reading a signed population: −1, 0, +1 in two signed bits.
+SIGNED_MESSAGE_BITS = 2
+
+
+class SignedLIF(AbstractLIF):
+    """Leaky integrate-and-fire neurons with signed spikes −1 / 0 / +1 (reset "signed")."""
+
+    def __init__(self, *, shape, u=0, v=0, du=0, dv=0, bias_mant=0, bias_exp=0, vth=10,
+                 name=None, log_config=None, **kwargs) -> None:
+        super().__init__(shape=shape, u=u, v=v, du=du, dv=dv, bias_mant=bias_mant,
+                         bias_exp=bias_exp, name=name, log_config=log_config, **kwargs)
+        self.vth = Var(shape=tuple(shape), init=vth)
+        self.sent = Var(shape=tuple(shape), init=0)
+
+
+@implements(proc=SignedLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PySignedLifModelBitAcc(AbstractPyLifModelFixed):
+    """Bit-accurate model: PyLifModelBitAcc's integer dynamics, signed spikes."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    sent: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.effective_vth = 0
+
+    def scale_threshold(self):
+        self.effective_vth = np.left_shift(self.vth.astype(np.int32), self.vth_shift)
+        self.isthrscaled = True
+
+    def spiking_activation(self):
+        up = self.v > self.effective_vth
+        down = (self.v <= 0) & (self.sent > 0)
+        return up.astype(np.int32) - down.astype(np.int32)
+
+    def reset_voltage(self, spike_vector):
+        self.v[:] = self.v - spike_vector * self.effective_vth
+        self.sent[:] = self.sent + spike_vector
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,8 +358,11 @@ def build(net, sample, record, steps):
                   du=int(net.param(name, "du")), dv=int(net.param(name, "dv")),
                   bias_mant=to_lava(mant), bias_exp=to_lava(exp), name=name)
         vth = net.param(name, "vth")
-        if net.param(name, "reset") == "zero":
+        reset = net.param(name, "reset")
+        if reset == "zero":
             proc = LIF(vth=int(vth.flat[0]), **kw)
+        elif reset == "signed":
+            proc = SignedLIF(vth=to_lava(vth), **kw)
         else:
             proc = SubtractiveLIF(vth=to_lava(vth), **kw)
         populations[name] = proc
@@ -326,10 +381,11 @@ def _synapse(net, name, populations, synapses):
         return synapses[name]
     weight = np.asarray(net.param(name, "weight"), dtype=np.int64)
     src = net.spike_source(name)
+    bits = SIGNED_MESSAGE_BITS if net.param(src, "reset") == "signed" else 0  # graded -1/0/+1
     if net.op(name) == "FixedDense":
         proc = Dense(weights=dense_columns_to_lava(weight, net.shape(src)),
                      weight_exp=int(net.param(name, "weight_exp")), num_weight_bits=8,
-                     sign_mode=SignMode.MIXED, num_message_bits=0, name=name)
+                     sign_mode=SignMode.MIXED, num_message_bits=bits, name=name)
         port = populations[src].s_out
         (port.flatten() if len(net.shape(src)) != 1 else port).connect(proc.s_in)
     else:
@@ -338,7 +394,7 @@ def _synapse(net, name, populations, synapses):
         proc = Conv(weight=conv_kernel_to_lava(weight), input_shape=lava_shape(net.shape(src)),
                     padding=_xy(net.param(name, "padding")), stride=_xy(net.param(name, "stride")),
                     dilation=_xy(net.param(name, "dilation")), groups=groups,
-                    num_message_bits=0, name=name)
+                    num_message_bits=bits, name=name)
         populations[src].s_out.connect(proc.s_in)
     synapses[name] = proc
     return proc

@@ -55,7 +55,7 @@ from snncompile.ir.graph import Graph, GraphBuilder
 SNNTORCH_DT = 1e-4
 NORSE_DT = 1e-3  # norse's to_nir default; it writes tau = dt·tau_mem, so the file's step is dt²
 SYNAPTIC = (ir.Dense, ir.Conv2d)
-RESETS = {"zero": ir.Reset.ZERO, "subtract": ir.Reset.SUBTRACT}
+RESETS = {"zero": ir.Reset.ZERO, "subtract": ir.Reset.SUBTRACT, "signed": ir.Reset.SIGNED}
 SUM_READOUT = "sum the output over the steps"
 
 

@@ -62,10 +62,20 @@ def _pair(value) -> tuple[int, int]:
 
 
 class Reset(str, enum.Enum):
-    """What a neuron's membrane does after a spike."""
+    """What a neuron's membrane does after a spike.
+
+    ``SIGNED`` is reset by subtraction with signed spikes (after the signed neuron with memory,
+    Wang et al., IJCAI 2022): the neuron keeps n, the spikes it has sent (+1 each, −1 each), and
+    besides s = +1 where v > threshold (v −= threshold) it sends s = −1 where v ≤ 0 and n > 0
+    (v += threshold): a spike sent on early excitation is taken back when later inhibition
+    arrives. So while n > 0, v stays in (0, threshold] and n follows the charge so far,
+    ⌈(Σ input + v_init) / threshold⌉ − 1, as a ReLU's rate does, instead of its running maximum.
+    Its spikes are graded payloads −1 / 0 / +1 (Loihi 2's graded spikes; Lava's Dense and Conv
+    with ``num_message_bits`` > 0), so a synapse adds ``s · weight``."""
 
     ZERO = "zero"
     SUBTRACT = "subtract"
+    SIGNED = "signed"
 
 
 class OpKind(str, enum.Enum):
@@ -463,6 +473,8 @@ class IF(Op):
     x[t] is the sum of all inputs (several synaptic inputs onto one neuron = membrane-add).
     v[t] = v[t−1] + x[t];  s[t] = v[t] > threshold;  then reset:
     zero: v[t] = 0 where s[t];  subtract: v[t] −= threshold where s[t].  Output s[t] ∈ {0, 1}.
+    signed (``Reset.SIGNED``): subtract, and also s[t] = −1, v[t] += threshold where v[t] ≤ 0
+    and the neuron's spikes so far sum to more than 0; output s[t] ∈ {−1, 0, 1}.
     v[0] = v_init. ``threshold`` and ``v_init`` broadcast to the neuron shape.
     """
 
@@ -665,7 +677,9 @@ class LoihiNeuron(Op):
            correction: u > 2**23 → u − 2**24, u ≤ −2**23 → u + 2**24 (Lava's; not a modulo)
     v[t] = sign(v·(4096 − dv))·(|v·(4096 − dv)| >> 12) + u[t] + (bias_mant << bias_exp),
            clipped to ±(2**23 − 1)    (plus the BiasEncoder's bias when one feeds the neuron)
-    s[t] = v[t] > vth << 6;   zero: v = 0 where s;   subtract: v −= vth << 6 where s.
+    s[t] = v[t] > vth << 6;   zero: v = 0 where s;   subtract: v −= vth << 6 where s;
+    signed: subtract, and s[t] = −1, v += vth << 6 where v ≤ 0 and n > 0 (n: the sum of the
+    neuron's spikes so far; ``Reset.SIGNED``).
     du = 4095, dv = 0 is an IF neuron. A readout neuron has vth at its maximum and is read at the
     end; it still fires if v reaches (vth_max << 6, 2**23 − 1], which counts as a saturation. ``v_scale`` says how many integer units of v make one unit of the float model's v.
     Arrays have the full neuron shape.

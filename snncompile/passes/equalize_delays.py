@@ -124,7 +124,13 @@ class EqualizeDelays:
             n = int(np.prod(shape))
             syn = Dense(weight=np.eye(n))
         s = builder.add(builder.unique_name(base + "_in"), syn, [prev])
-        neuron = IF(threshold=np.full(shape, 0.5), reset=Reset.ZERO, v_init=np.zeros(shape))
+        if getattr(graph.op(src), "reset", None) is Reset.SIGNED:
+            # a copy of −1 / 0 / +1 spikes: weight = threshold and v starting in (0, threshold]
+            # fire +1 on a +1 and −1 on a −1 (the source's spikes never sum below 0, so neither
+            # do the relay's), and v is back at v_init after every step
+            neuron = IF(threshold=np.full(shape, 1.0), reset=Reset.SIGNED, v_init=np.full(shape, 0.5))
+        else:
+            neuron = IF(threshold=np.full(shape, 0.5), reset=Reset.ZERO, v_init=np.zeros(shape))
         return builder.add(builder.unique_name(base), neuron, [s])
 
 

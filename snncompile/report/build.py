@@ -50,6 +50,10 @@ class Report:
             drop = d["fidelity"].get("accuracy_drop")
             if drop:
                 lines.append(f"accuracy drop from the ANN: {drop_text(drop)}")
+        spikes = d.get("spikes") or {}
+        if spikes.get("mode") == "signed" and spikes.get("spikes_sent"):
+            lines.append(f"spikes: signed (-1 takes back an early spike): {spikes['negative_spikes']:,} of "
+                         f"{spikes['spikes_sent']:,} sent on the evaluation data were -1")
         if be is not None:
             lines.append(f"Lava fixed_pt vs reference: {be['samples']} samples x {be['layers']} layers x "
                          f"{be['steps']} steps, mismatches: {be['mismatches']}")
@@ -371,6 +375,7 @@ def _fixed_layers(fixed_graph, snn_graph, stats, test_samples, steps) -> list[di
             "vth": int(np.max(op.vth)),
             "scale": q.get("scale"),
             "spike_rate": s.spikes / max(1, neurons * test_samples * steps),
+            "negative_spikes": s.negative_spikes,  # of overflow.spikes, the −1 ones (Reset.SIGNED)
             "saturations": s.saturations + sum(q.get(key, 0) for key in QUANTIZATION_OVERFLOWS),
             "overflow": s.as_dict() | {
                 "weight_saturated": q.get("weight_saturated", 0),

@@ -53,6 +53,7 @@ from snncompile.ir.graph import Graph
 from snncompile.ir.ops import (BiasEncoder, FixedConv2d, FixedDense, Flatten, LoihiNeuron, Output, Reset,
                                effective_weight)
 from snncompile.sim.ann import encode_inputs
+from snncompile.sim.snn import signed_spikes
 from snncompile.sim.trace import Trace
 
 DECAY_SHIFT = 12
@@ -104,14 +105,15 @@ def _host(x: torch.Tensor) -> np.ndarray:
     return x.to("cpu", torch.int64, memory_format=torch.contiguous_format).numpy()
 
 
-def _train(steps: int, n: int, shape: tuple, dev: torch.device) -> torch.Tensor:
-    """A host buffer for a neuron's spikes at every step, (steps, N, *shape) bool, each step
-    in the layout the simulator keeps the neuron in on ``dev`` (``_layout``), so that writing
-    a step and replaying it copy without reordering."""
+def _train(steps: int, n: int, shape: tuple, dev: torch.device, dtype=torch.bool) -> torch.Tensor:
+    """A host buffer for a neuron's spikes at every step, (steps, N, *shape) bool (int8 for
+    ``Reset.SIGNED``'s −1 / 0 / +1: ``dtype``), each step in the layout the simulator keeps the
+    neuron in on ``dev`` (``_layout``), so that writing a step and replaying it copy without
+    reordering."""
     if _layout(dev, 1 + len(shape)) == torch.channels_last:
         c, h, w = shape
-        return torch.empty((steps, n, h, w, c), dtype=torch.bool).permute(0, 1, 4, 2, 3)
-    return torch.empty((steps, n) + tuple(shape), dtype=torch.bool)
+        return torch.empty((steps, n, h, w, c), dtype=dtype).permute(0, 1, 4, 2, 3)
+    return torch.empty((steps, n) + tuple(shape), dtype=dtype)
 
 
 def _decayed(x: torch.Tensor, keep: int) -> torch.Tensor | None:
@@ -134,7 +136,8 @@ class LayerStats:
     conv_wrapped: int = 0  # a conv output wrapped at 24 bits (summed over the conv feeding it)
     bias_saturated: int = 0  # host input beyond the bias format
     readout_spikes: int = 0  # a readout neuron crossed its (maximum) threshold
-    spikes: int = 0
+    spikes: int = 0  # spikes sent (+1 and, Reset.SIGNED, −1)
+    negative_spikes: int = 0  # of those, −1 spikes (Reset.SIGNED)
 
     @property
     def saturations(self) -> int:
@@ -144,7 +147,9 @@ class LayerStats:
         )
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"saturations": self.saturations}
+        # (the −1 spikes are reported beside the overflow counters, not among them)
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "negative_spikes"} \
+            | {"saturations": self.saturations}
 
 
 @dataclass
@@ -156,7 +161,8 @@ class FixedResult:
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     counts_delivered: dict[str, np.ndarray] = field(default_factory=dict)
     steps: int = 0  # how many steps the run lasted
-    # with ``keep``: per kept layer, its spikes at every step, (steps, N, *shape) bool, on the CPU
+    # with ``keep``: per kept layer, its spikes at every step, (steps, N, *shape) bool (int8
+    # for Reset.SIGNED), on the CPU
     trains: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -315,6 +321,11 @@ class _Synapse:
         return wrapped
 
 
+def _spike_dtype(op) -> torch.dtype:
+    """How a neuron's spikes are kept on the host: bool, int8 for ``Reset.SIGNED``'s −1 / 0 / +1."""
+    return torch.int8 if getattr(op, "reset", None) is Reset.SIGNED else torch.bool
+
+
 def _spike_source(graph: Graph, name: str) -> str:
     """The LoihiNeuron whose spikes a synapse reads (Flattens in between are views)."""
     (src,) = graph.inputs(name)
@@ -386,6 +397,8 @@ class _Neuron:
         # float32 spikes are written into one buffer, reused: a step's spikes are read (by the
         # synapses, the recorder, the counts) before the next step writes it.
         self.spikes = torch.empty_like(self.v) if self.exact_float32 else None
+        # Reset.SIGNED: the sum of the spikes sent so far (at most ``steps`` in magnitude)
+        self.sent = torch.zeros_like(self.v) if op.reset is Reset.SIGNED else None
 
     @property
     def exact_float32(self) -> bool:
@@ -428,6 +441,13 @@ class _Neuron:
             counts.add("v_clipped", volt > self.v_max)
             counts.add("v_clipped_low", volt < -self.v_max)
             volt = volt.clamp_(-self.v_max, self.v_max)
+        if self.sent is not None:  # Reset.SIGNED: −1 / 0 / +1 in v's dtype, exact
+            spikes = signed_spikes(volt, self.vth, self.sent)
+            counts.add("readout_spikes" if self.op.readout else "spikes", spikes != 0)
+            counts.add("negative_spikes", spikes < 0)
+            self.v = volt.sub_(spikes * self.vth)
+            self.sent += spikes
+            return spikes
         if self.exact_float32:
             spikes = torch.gt(volt, self.vth, out=self.spikes)
             counts.add("readout_spikes" if self.op.readout else "spikes", spikes)
@@ -551,7 +571,7 @@ def simulate(
             if count_spikes else {}
         delivered = {}
         replay = replay or {}
-        trains = {k: _train(steps, n, graph.shape(k), dev) for k in keep}
+        trains = {k: _train(steps, n, graph.shape(k), dev, _spike_dtype(graph.op(k))) for k in keep}
         for t in range(steps):
             spikes = {}
             for name, neuron in neurons.items():
@@ -574,7 +594,7 @@ def simulate(
                         delivered[name] = tally[name].clone()
                     tally[name] += spikes[name]
                 if name in trains:
-                    trains[name][t] = spikes[name].to("cpu", torch.bool)
+                    trains[name][t] = spikes[name].to("cpu", trains[name].dtype)
             for s, synapse in synapses.items():
                 buffers[s] = synapse(spikes[synapse.pre], counts[synapse.consumer])
         trace = Trace(steps=steps)

@@ -63,6 +63,12 @@ def _reset(v: torch.Tensor, spikes: torch.Tensor, threshold: torch.Tensor, mode:
     return v - spikes.to(v.dtype) * threshold
 
 
+def signed_spikes(v: torch.Tensor, threshold: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
+    """``Reset.SIGNED``'s spikes: +1 where v > threshold, −1 where v ≤ 0 while the spikes sent so
+    far (``sent``) sum to more than 0, else 0; in v's dtype."""
+    return (v > threshold).to(v.dtype) - ((v <= 0) & (sent > 0)).to(v.dtype)
+
+
 def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu", record: bool = False,
              dtype=torch.float64, progress: bool = False) -> FloatResult:
     """Run ``graph`` for ``steps`` steps on a batch ``x`` (N, *input shape); ``progress``
@@ -80,6 +86,8 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
         shape = (n,) + graph.shape(name)
         v0 = torch.as_tensor(np.broadcast_to(op.v_init, graph.shape(name)).copy(), dtype=dtype, device=device)
         state[name] = {"v": v0.expand(shape).clone(), "i": torch.zeros(shape, dtype=dtype, device=device)}
+        if getattr(op, "reset", None) is Reset.SIGNED:
+            state[name]["n"] = torch.zeros(shape, dtype=dtype, device=device)
     queues = {name: [] for name, op in graph.nodes() if isinstance(op, (Dense, Conv2d)) and name in dynamic}
     # the step from which each delayed synapse delivers (its bias waits for its source's input)
     times = arrivals(graph) if delay > 0 else {}
@@ -118,9 +126,15 @@ def simulate(graph: Graph, x, steps: int, *, delay: int = 1, device: str = "cpu"
                 else:
                     st["v"] = st["v"] + total
                 theta = consts[name]["threshold"]
-                spikes = st["v"] > theta
-                st["v"] = _reset(st["v"], spikes, theta, op.reset)
-                values[name] = spikes.to(dtype)
+                if op.reset is Reset.SIGNED:
+                    values[name] = signed_spikes(st["v"], theta, st["n"])
+                    st["v"] = st["v"] - values[name] * theta
+                    st["n"] = st["n"] + values[name]
+                    spikes = values[name]
+                else:
+                    spikes = st["v"] > theta
+                    st["v"] = _reset(st["v"], spikes, theta, op.reset)
+                    values[name] = spikes.to(dtype)
                 if record:
                     rec_s[name].append(spikes.to(torch.int8).cpu())
                     rec_v[name].append(st["v"].cpu())

@@ -182,3 +182,36 @@ def test_script_rejects_unknown_probe_and_too_many_samples(tmp_path, mlp, digits
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert lines[0].startswith("run_on_loihi.py: error: ") and fragment in lines[0]
     assert not (tmp_path / "recording.npz").exists()
+
+
+@pytest.mark.lava
+def test_script_runs_signed_spikes_like_run_lava_and_the_reference(tmp_path, digits_image):
+    """Reset.SIGNED: the bundle keeps the reset ("signed") and the script rebuilds SignedLIF
+    populations whose −1 spikes reach Dense and Conv as −weight (num_message_bits = 2): its
+    recording equals run_lava's and the reference simulator's, every layer, every step."""
+    from snncompile.backends import reference
+    from tests.backends.test_lava_backend import signed_resnet
+
+    graph, steps = signed_resnet(digits_image.train.x)
+    out = tmp_path / "out"
+    out.mkdir()
+    x = digits_image.test.x[2:4]
+    bundle.write(graph, out, steps=steps, x=x)
+    assert_same_graph(graph, bundle.load(out).graph)
+    resets = {n["params"]["reset"] for n in json.loads((out / "network.json").read_text())["nodes"]
+              if n["op"] == "LoihiNeuron"}
+    assert resets == {"signed", "zero"}
+    script = bundle.write_script(out)
+    proc = subprocess.run([sys.executable, "-S", str(script), "--probe", "all", "--out", str(tmp_path / "rec.npz")],
+                          env=restricted_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    ref = reference.run(graph, x, steps, device="cpu").trace
+    lava = run_lava(graph, x, steps)
+    with np.load(tmp_path / "rec.npz", allow_pickle=False) as rec:
+        assert json.loads(str(rec["meta"]))["layers"] == list(ref.v)
+        for layer in ref.v:
+            for what, want in (("spikes", ref.spikes[layer]), ("v", ref.v[layer])):
+                assert np.array_equal(rec[f"{what}/{layer}"], want), (what, layer)
+                assert np.array_equal(getattr(lava, what)[layer], want), (what, layer)
+        negative = {layer: int((rec[f"spikes/{layer}"] < 0).sum()) for layer in ref.v}
+    assert all(negative[n] > 0 for n in ("conv1_2", "relu", "down_2")), negative

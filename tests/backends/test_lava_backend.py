@@ -3,7 +3,9 @@
 Each test pins one fact the design relies on, measured on real Lava 0.10 (fixed_pt models):
 (a) one step of delay per Dense/Conv layer, (b) the IF neuron's integer dynamics for both reset
 modes, (c) the conv kernel flip/permutation, (d) what a_in does beyond 16 bits, (e) the order in
-which a Dense reads a (C, H, W) population. Lava runs cost about 0.3-0.6 s each.
+which a Dense reads a (C, H, W) population, (f) Reset.SIGNED: SignedLIF's −1 spikes reach Dense
+and Conv as −weight (num_message_bits = 2), bit for bit with the reference simulator. Lava runs
+cost about 0.3-0.6 s each.
 """
 
 import numpy as np
@@ -642,3 +644,154 @@ def test_each_process_gets_the_model_lavas_own_search_picks(tmp_path):
         assert cfg.exception_proc_model_map[proc] is lava_pick, type(proc).__name__
     assert len(run_on_loihi._MODELS) == len({type(p) for p in procs})
     assert type(procs[0]) not in cfg.exception_proc_model_map  # select()'s by-class lookup: Lava's own
+
+
+# ---------------------------------------------------------------------------------------------
+# Reset.SIGNED: SignedLIF (spikes −1 / 0 / +1) and graded synapses (num_message_bits = 2)
+
+
+def test_signed_neuron_by_hand_sends_minus_one_through_dense_and_conv(tmp_path):
+    """vth = 3 (Θ = 192), v_init 300, biases −50 and 100. Neuron 0 spikes +1 at step 0 (250 → 58),
+    falls to −42 at step 2 with one spike sent: −1, v += 192 → 150; later v = 0 sends nothing
+    (its spikes sum to 0). The readouts behind a Dense and a Conv get +w at step 1 and −w at step 3."""
+    from snncompile.backends.lava.build import SIGNED_MESSAGE_BITS, build_network, message_bits
+
+    b = GraphBuilder()
+    b.add("input", Input(shape=(1, 1, 2)))
+    b.add("enc", encoder(), ["input"])
+    b.add("sig", neuron((1, 1, 2), 3, Reset.SIGNED, v_init=np.full((1, 1, 2), 300)), ["enc"])
+    b.add("fc", dense([[254, 0], [0, -256]]), ["sig"])
+    b.add("ro_fc", readout((2,)), ["fc"])
+    b.add("cv", conv(np.full((1, 1, 1, 1), 254)), ["sig"])
+    b.add("ro_cv", readout((1, 1, 2)), ["cv"])
+    b.add("out_fc", Output(), ["ro_fc"])
+    b.add("out_cv", Output(), ["ro_cv"])
+    g = b.build()
+    assert SIGNED_MESSAGE_BITS == 2 and message_bits(g, "fc") == message_bits(g, "cv") == 2
+    x = np.array([[[[-50.0, 100.0]]]])
+    trace = run_lava(g, x, 7)
+    s, v = trace.spikes["sig"][0, :, 0, 0].T, trace.v["sig"][0, :, 0, 0].T
+    assert s.tolist() == [[1, 0, -1, 0, 0, 0, 0], [1, 1, 1, 0, 1, 0, 1]]
+    assert v.tolist() == [[58, 8, 150, 100, 50, 0, -50], [208, 116, 24, 124, 32, 132, 40]]
+    w = 254 << 6
+    assert trace.v["ro_fc"][0, :, 0].tolist() == [0, w, w, 0, 0, 0, 0]  # −1 delivered as −254
+    assert trace.v["ro_fc"][0, :, 1].tolist() == [0] + [-(256 << 6) * k for k in (1, 2, 3, 3, 4, 4)]
+    assert trace.v["ro_cv"][0, :, 0, 0, 0].tolist() == [0, w, w, 0, 0, 0, 0]
+    # the recorded spikes are what s_out sends: Lava's Monitor reads the same signed values
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.proc.monitor.process import Monitor
+
+    from snncompile.backends.lava.build import from_lava, run_config
+
+    encoded = encode_inputs(g, x)
+    net = build_network(g, {"enc": (encoded["enc"][0][0], encoded["enc"][1][0])}, 7, tmp_path)
+    proc = net.populations["sig"]
+    assert type(proc).__name__ == "SignedLIF"
+    assert all(net.synapses[k].num_message_bits.init == 2 for k in ("fc", "cv"))
+    monitor = Monitor()
+    monitor.probe(proc.s_out, 7)
+    try:
+        proc.run(condition=RunSteps(num_steps=7), run_cfg=run_config())
+        sent = from_lava(monitor.get_data()[proc.name]["s_out"], lead=1)
+    finally:
+        proc.stop()
+    np.testing.assert_array_equal(sent, trace.spikes["sig"][0])
+
+
+def signed_resnet(data):
+    """The bundled digits ResNet converted with Reset.SIGNED (T = 4, delays equalized by signed
+    relays, bias clocks and the readout reset to zero), quantized, its delays compensated;
+    (graph, steps = T + latency)."""
+    from snncompile.api import load_model
+    from snncompile.passes import pipeline
+    from snncompile.passes.latency import CompensateDelay, latency_steps
+    from snncompile.passes.quantize import Quantize
+
+    g = load_model("examples/digits_resnet.pt2")
+    s = pipeline.run(g, pipeline.convert(data[:256], reset=Reset.SIGNED, mode="mse", steps=4, equalize=True))
+    q = pipeline.run(s, (Quantize(data=data[:256], steps=4), CompensateDelay(float_graph=s)))
+    return q, 4 + latency_steps(q)
+
+
+@pytest.fixture(scope="module")
+def signed_run(digits_image):
+    """The signed ResNet on two test samples: the reference simulator's run and Lava's (the two
+    samples back to back in one network), compared bit for bit, every layer, every step."""
+    from tests.backends.test_bit_exact import assert_bit_exact
+
+    graph, steps = signed_resnet(digits_image.train.x)
+    x = digits_image.test.x[:2]
+    ref = assert_bit_exact(graph, x, steps)
+    return graph, steps, x, ref
+
+
+def test_signed_graph_matches_the_reference_bit_for_bit(signed_run):
+    from snncompile.backends.fixed_graph import spike_source
+    from snncompile.backends.lava.build import message_bits
+
+    graph, steps, x, ref = signed_run  # the fixture compared every layer's spikes and v
+    neurons = {n: graph.op(n) for n in graph.find(LoihiNeuron)}
+    signed = [n for n, op in neurons.items() if op.reset is Reset.SIGNED]
+    relays = [n for n in signed if "_relay" in n]
+    assert relays and all(n.startswith("bias_clock") or op.readout
+                          for n, op in neurons.items() if n not in signed)  # only those reset to 0
+    negative = {n: int((ref.trace.spikes[n] < 0).sum()) for n in signed}
+    # negative spikes occur, in both samples, and reach both kinds of synapse
+    assert all((ref.trace.spikes[n][i] < 0).any() for n in ("conv1_2", "relu", "down_2") for i in range(2)), negative
+    synapses = graph.find((FixedDense, FixedConv2d))
+    graded = {k for k in synapses if message_bits(graph, k) == 2}
+    assert graded == {k for k in synapses if neurons[spike_source(graph, k)].reset is Reset.SIGNED}
+    readers = {type(graph.op(k)) for k in graded if (ref.trace.spikes[spike_source(graph, k)] < 0).any()}
+    assert readers == {FixedDense, FixedConv2d}
+    assert all(message_bits(graph, k) == 0 for k in synapses if k not in graded)
+    assert ref.trace.spikes[relays[0]].any()
+
+
+def test_signed_sample_run_after_another_equals_it_run_alone(signed_run):
+    """processes.Samples zeroes SignedLIF's count of spikes sent at each later sample's start:
+    the second sample, run after the first in one network, equals a network running it alone."""
+    graph, steps, x, ref = signed_run
+    sent = {n: ref.trace.spikes[n][0].sum(axis=0) for n in graph.find(LoihiNeuron)
+            if graph.op(n).reset is Reset.SIGNED}
+    assert any((c > 0).any() for c in sent.values())  # the first sample leaves counts to carry over
+    alone = run_lava(graph, x[1:], steps)
+    for k in ref.trace.spikes:
+        np.testing.assert_array_equal(alone.spikes[k][0], ref.trace.spikes[k][1], err_msg=k)
+        np.testing.assert_array_equal(alone.v[k][0], ref.trace.v[k][1], err_msg=k)
+
+
+def test_netx_refuses_signed_neurons(signed_run, tmp_path):
+    from snncompile.backends import netx as netx_backend
+
+    graph = signed_run[0]
+    with pytest.raises(BackendError) as info:
+        netx_backend.write(graph, tmp_path / "signed.net")
+    message = str(info.value)
+    assert message.startswith("netx: node 'stem_2' (LoihiNeuron): signed spikes"), message
+    assert "binary spikes" in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_signed_lif_floating_pt_model():
+    """vth 1, bias −0.25, v_init 1.5: +1 at step 0 (v 0.25), then v = 0 with one spike sent: −1,
+    v = 1; the second neuron (bias 0.5) never falls to 0."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.monitor.process import Monitor
+
+    from snncompile.backends.lava.processes import SignedLIF
+
+    proc = SignedLIF(shape=(2,), du=1, dv=0, v=np.array([1.5, 0.0]), vth=np.array([1.0, 0.75]),
+                     bias_mant=np.array([-0.25, 0.5]))
+    m_v, m_s = Monitor(), Monitor()
+    m_v.probe(proc.v, 4)
+    m_s.probe(proc.s_out, 4)
+    try:
+        proc.run(condition=RunSteps(num_steps=4), run_cfg=Loihi2SimCfg(select_tag="floating_pt"))
+        v = m_v.get_data()[proc.name]["v"]
+        s = m_s.get_data()[proc.name]["s_out"]
+    finally:
+        proc.stop()
+    np.testing.assert_allclose(v[:, 0], [0.25, 1.0, 0.75, 0.5], atol=1e-12)
+    np.testing.assert_allclose(v[:, 1], [0.5, 0.25, 0.75, 0.5], atol=1e-12)
+    assert s.T.tolist() == [[1, -1, 0, 0], [0, 1, 0, 1]]

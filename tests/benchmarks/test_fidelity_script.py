@@ -1,6 +1,7 @@
 """benchmarks/fidelity.py runs end to end on a small bundled model: the main table after a mode
 that reuses the calibrate-none conversion, and the --gap/--noise table (cb80d14 fixed a crash
-there that no test saw: every mode after ``none`` failed with --gap)."""
+there that no test saw: every mode after ``none`` failed with --gap), with --unseen also fixed −
+float paired per sample."""
 
 import re
 import subprocess
@@ -58,6 +59,14 @@ def test_fidelity_script_main_and_gap_tables(tmp_path):
         assert int(count) == 1437 - 256 and 0 < float(agree) <= 100
         middle = (float(low) + float(high)) / 2
         assert float(low) <= float(high) and min(float(test), float(diff)) - 0.011 <= middle <= max(float(test), float(diff)) + 0.011
+    # --gap with --unseen: the quantization's own loss paired per sample, on the same unseen
+    # samples; on the test split it is the main table's fixed point less its float SNN
+    quant = re.findall(r"^\| mlp \| 4 \| ([+-]\d+\.\d\d) ± (\d+\.\d\d) \| (\d+) \| ([+-]\d+\.\d\d) ± (\d+\.\d\d) \| "
+                       rf"{PERCENT} % \| ([+-]\d+\.\d\d) … ([+-]\d+\.\d\d) \|$", text, re.M)
+    assert len(quant) == 1, text
+    test, _, count, diff, _, agree, low, high = quant[0]
+    assert abs(float(test) - (rows["none"][2] - rows["none"][1])) < 0.011
+    assert int(count) == 1437 - 256 and 0 < float(agree) <= 100 and float(low) <= float(high)
 
 
 def test_fidelity_script_ideal_rate_model_and_model_file(tmp_path):

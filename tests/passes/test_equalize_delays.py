@@ -10,10 +10,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from snncompile import compiler
+from snncompile.ir.ops import Reset
 from snncompile.ir.timing import arrivals, latency_steps
 from snncompile.passes import pipeline
 from snncompile.passes.equalize_delays import EqualizeDelays
@@ -21,9 +24,11 @@ from snncompile.sim import fixed
 from snncompile.sim import snn as float_snn
 from tests.builders import make_resnet
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def converted(x, equalize):
-    return pipeline.run(make_resnet(), pipeline.convert(x, steps=16, equalize=equalize))
+
+def converted(x, equalize, reset=Reset.SUBTRACT):
+    return pipeline.run(make_resnet(), pipeline.convert(x, steps=16, equalize=equalize, reset=reset))
 
 
 def test_every_path_into_a_neuron_is_equally_deep(digits_image):
@@ -37,9 +42,10 @@ def test_every_path_into_a_neuron_is_equally_deep(digits_image):
     assert info["equalized"] and info["relay_neurons"] > 0 and info["inserted_on"] == 1
 
 
-def test_delayed_run_is_the_delay_free_run_shifted_by_depth(digits_image):
+@pytest.mark.parametrize("reset", [Reset.SUBTRACT, Reset.SIGNED])
+def test_delayed_run_is_the_delay_free_run_shifted_by_depth(digits_image, reset):
     x = digits_image.train.x[:32]
-    snn = converted(x, True)
+    snn = converted(x, True, reset)
     T, L = 12, latency_steps(snn)
     free = float_snn.simulate(snn, digits_image.test.x[:16], T, delay=0, record=True)
     late = float_snn.simulate(snn, digits_image.test.x[:16], T + L, delay=1, record=True)
@@ -48,6 +54,30 @@ def test_delayed_run_is_the_delay_free_run_shifted_by_depth(digits_image):
         d = times[name][0]
         assert np.array_equal(late.spikes[name][:, d:d + T], spikes), name
         assert not np.any(late.spikes[name][:, :d])
+
+
+def test_signed_relays_copy_signed_trains_in_fixed_point():
+    """A relay of a Reset.SIGNED source is itself signed (threshold = weight, v_init = θ/2):
+    after quantization it sends its source's −1 / 0 / +1 spikes one step later, exactly."""
+    from snncompile.api import load_model
+    from tests.zoo.models import digits32
+
+    # the CIFAR ResNet-20 (examples/): its shortcuts relay layers whose input has both signs
+    # (the small ResNets here relay only the host-fed first layer, which never sends −1)
+    xtr, _, xte, _ = digits32()
+    options = compiler.Options(steps=4, progress=False, equalize_delays=True, spikes="signed")
+    snn = compiler.to_snn(load_model(ROOT / "examples" / "digits32_resnet20.pt2"), xtr[:64], options)
+    fixed_g, _ = compiler.fixed_point(snn, xtr[:64], options)
+    relays = [n for n in fixed_g.order() if "_relay_" in n and fixed_g.op(n).neuron]
+    assert relays and all(fixed_g.op(r).reset is Reset.SIGNED for r in relays)
+    run = fixed.simulate(fixed_g, xte[:4], 4 + latency_steps(fixed_g), record=True)
+    negative = 0
+    for r in relays:
+        (syn,) = fixed_g.inputs(r)
+        (src,) = fixed_g.inputs(syn)
+        assert np.array_equal(run.trace.spikes[r][:, 1:], run.trace.spikes[src][:, :-1]), r
+        negative += int(np.sum(run.trace.spikes[r] < 0))
+    assert negative > 0
 
 
 def test_relays_beyond_the_budget_are_not_inserted(digits_image):

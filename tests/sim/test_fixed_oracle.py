@@ -80,7 +80,9 @@ def oracle(graph, x, steps):
     for k in names:
         op = graph.op(k)
         shape = (n,) + op.vth.shape
-        state[k] = [np.zeros(shape, np.int64), np.broadcast_to(op.v_init, shape).astype(np.int64)]
+        # u, v and (Reset.SIGNED) the sum of the spikes sent so far
+        state[k] = [np.zeros(shape, np.int64), np.broadcast_to(op.v_init, shape).astype(np.int64),
+                    np.zeros(shape, np.int64)]
         bias[k] = op.bias_mant.astype(np.int64) << op.bias_exp.astype(np.int64)
         feeds[k] = []
         for src in graph.inputs(k):
@@ -104,7 +106,7 @@ def oracle(graph, x, steps):
         for k in names:
             op = graph.op(k)
             st_ = stats[k]
-            u, v = state[k]
+            u, v, sent = state[k]
             a = sum((pending[s] for s in feeds[k]), np.zeros_like(u))
             st_["a_in_overflow"] += int(np.sum((a > LOIHI2.a_in.max) | (a < LOIHI2.a_in.min)))
             cur = decay(u, 4096 - (op.du + 1)) + (a << 6)
@@ -116,10 +118,13 @@ def oracle(graph, x, steps):
             st_["v_clipped"] += int(np.sum(volt > V_MAX))
             st_["v_clipped_low"] += int(np.sum(volt < -V_MAX))
             v = np.clip(volt, -V_MAX, V_MAX)
-            s = v > (op.vth.astype(np.int64) << 6)
-            st_["readout_spikes" if op.readout else "spikes"] += int(s.sum())
-            v = np.where(s, 0, v) if op.reset is Reset.ZERO else v - s * (op.vth.astype(np.int64) << 6)
-            state[k] = [u, v]
+            theta = op.vth.astype(np.int64) << 6
+            s = (v > theta).astype(np.int64)
+            if op.reset is Reset.SIGNED:  # −1 where v ≤ 0 while the spikes so far sum above 0
+                s = s - ((v <= 0) & (sent > 0))
+            st_["readout_spikes" if op.readout else "spikes"] += int(np.count_nonzero(s))
+            v = np.where(s > 0, 0, v) if op.reset is Reset.ZERO else v - s * theta
+            state[k] = [u, v, sent + s]
             spikes[k] = s
             spikes_rec[k].append(s.astype(np.int8))
             v_rec[k].append(v)
@@ -161,7 +166,7 @@ params = st.fixed_dictionaries({
     "seed": st.integers(0, 2**16),
     "du": st.sampled_from([0, 1, 2047, 4094, 4095]),
     "dv": st.sampled_from([0, 1, 2048, 4095]),
-    "reset": st.sampled_from([Reset.SUBTRACT, Reset.ZERO]),
+    "reset": st.sampled_from([Reset.SUBTRACT, Reset.ZERO, Reset.SIGNED]),
     "w": st.sampled_from([8, 64, 256]),
     "positive": st.booleans(),
     "conv_bits": st.sampled_from([10, 24]),
@@ -216,3 +221,24 @@ def test_decay_shortcuts_are_exact(keep):
     expected = fixed.decay(x, keep)
     got = fixed._decayed(x, keep)
     assert torch.equal(torch.zeros_like(x) if got is None else got, expected)
+
+
+@pytest.mark.parametrize("path", ["cpu", "cuda path on the cpu"])
+def test_signed_spikes_equal_the_oracle_and_take_spikes_back(path, monkeypatch):
+    """Reset.SIGNED on both code paths: every −1 / 0 / +1 spike and v as the oracle computes
+    them, −1 spikes do occur (and are counted as such), and no neuron's spikes ever sum below 0."""
+    if path != "cpu":
+        monkeypatch.setattr(fixed, "_on_host", lambda dev: False)
+    negative = 0
+    for seed, (vth, w) in enumerate([(4, 8), (2000, 256), (40, 64)]):
+        p = dict(seed=seed, du=4095, dv=0, reset=Reset.SIGNED, w=w, positive=False, conv_bits=24, exp=0,
+                 conv_exp=0, vth=vth, bias=4095, v_init=0, input_scale=4000.0)
+        graph, x = graph_for(p), np.random.default_rng(seed).uniform(-1, 1, (3, 2, 6, 6))
+        spikes, _, _ = oracle(graph, x, 12)
+        assert_matches_oracle(graph, x, steps=12)
+        got = fixed.simulate(graph, x, 12, device="cpu", record=False)
+        for k in ("n1", "n2"):
+            assert got.stats[k].negative_spikes == int(np.sum(spikes[k] < 0))
+            assert np.all(np.cumsum(spikes[k].astype(np.int64), axis=1) >= 0)
+            negative += got.stats[k].negative_spikes
+    assert negative > 0

@@ -15,6 +15,7 @@ _LAZY = {
     "LavaNetwork": "snncompile.backends.lava.build",
     "check_graph": "snncompile.backends.lava.build",
     "SubtractiveLIF": "snncompile.backends.lava.processes",
+    "SignedLIF": "snncompile.backends.lava.processes",
 }
 
 __all__ = ["compat", *_LAZY]

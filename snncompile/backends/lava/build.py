@@ -5,12 +5,21 @@ Mapping (shared DESIGN §2; every layout fact below is pinned in tests/backends/
 - ``LoihiNeuron`` reset ZERO (readouts included) -> ``RecordedLIF`` (processes.py): Lava's
   ``LIF`` process, its fixed_pt model PyLifModelBitAcc plus recording; one threshold per
   population, so vth must be uniform); reset SUBTRACT -> ``SubtractiveLIF`` (processes.py;
-  per-neuron vth).
+  per-neuron vth); reset SIGNED -> ``SignedLIF`` (processes.py; per-neuron vth, spikes −1 / 0 /
+  +1 sent as int32, its count of spikes sent back to 0 at each sample's start).
   du, dv, vth, bias_mant, bias_exp come from the op; a neuron fed by a ``BiasEncoder`` takes
   bias_mant/bias_exp from that sample's encoding instead; v starts at ``v_init``, u at 0.
 - ``FixedDense`` -> ``Dense(weights, weight_exp, num_weight_bits=8, sign_mode=MIXED,
-  num_message_bits=0)``. The sign mode is given so that an all-positive or all-negative matrix
-  is clipped like a mixed one (INHIBITORY would turn -256 into -255).
+  num_message_bits=0)`` (2 after a signed population, below). The sign mode is given so that
+  an all-positive or all-negative matrix is clipped like a mixed one (INHIBITORY would turn -256
+  into -255).
+- A ``FixedDense`` or ``FixedConv2d`` whose source (through Flattens) is a ``Reset.SIGNED``
+  population gets ``num_message_bits=2`` (``SIGNED_MESSAGE_BITS``), every other one 0. With 0,
+  Lava's Dense and Conv read their input as bools (−1 would count as +1); with any width > 0
+  they add s·weight for the integers s received (lava/proc/dense/models.py, conv/models.py; the
+  CPU models check nothing else). 2 is the narrowest signed payload holding −1, 0 and +1
+  (two's complement −2..1; 1 bit holds 0 and −1 only), the width of Lava's own ternary spikes
+  (TernaryLIF's fixed_pt s_out: precision 2).
 - ``FixedConv2d`` -> ``Conv``: Lava's tensors are (X, Y, C) = (W, H, C), its kernel is
   (out, kx, ky, in) and it computes a true convolution, so it gets the torch kernel flipped in
   both spatial axes and permuted (out, in, kH, kW) -> (out, kW, kH, in), and (X, Y) ordered
@@ -55,9 +64,11 @@ from lava.utils.weightutils import SignMode, clip_weights, truncate_weights  # n
 
 from snncompile.runtime import progress as report_progress  # noqa: E402
 from snncompile.backends.fixed_graph import host_nodes, max_input, neuron_behind, spike_source  # noqa: E402
-from snncompile.backends.lava.processes import RecordedLIF, SubtractiveLIF  # noqa: E402
+from snncompile.backends.lava.processes import RecordedLIF, SignedLIF, SubtractiveLIF  # noqa: E402
 from snncompile.backends.lava import fastconv  # noqa: E402
-from snncompile.backends.run_on_loihi import lava_groups, sim_config  # noqa: E402  (one copy, in the standalone script)
+# one copy, in the standalone script; SIGNED_MESSAGE_BITS: the graded-spike width (2) of a synapse
+# reading a Reset.SIGNED population (−1 / 0 / +1), 0 (binary spikes) for every other synapse
+from snncompile.backends.run_on_loihi import SIGNED_MESSAGE_BITS, lava_groups, sim_config  # noqa: E402
 from snncompile.errors import BackendError, Problem  # noqa: E402
 from snncompile.runtime.interrupts import Interrupted, forget, on_hard_exit, stop_children  # noqa: E402
 from snncompile.ir.graph import Graph  # noqa: E402
@@ -381,7 +392,16 @@ def _neuron_process(name: str, op: LoihiNeuron, shape, bias_mant, bias_exp, reco
     )
     if op.reset == Reset.ZERO:
         return RecordedLIF(vth=int(op.vth.flat[0]), **kw)
+    if op.reset == Reset.SIGNED:
+        return SignedLIF(vth=to_lava(op.vth), **kw)
     return SubtractiveLIF(vth=to_lava(op.vth), **kw)
+
+
+def message_bits(graph: Graph, synapse: str) -> int:
+    """``num_message_bits`` of the Lava Dense/Conv of ``synapse``: ``SIGNED_MESSAGE_BITS`` where
+    it reads a Reset.SIGNED population's spikes (graded −1 / 0 / +1), else 0 (binary spikes)."""
+    src = spike_source(graph, synapse)
+    return SIGNED_MESSAGE_BITS if src is not None and graph.op(src).reset == Reset.SIGNED else 0
 
 
 def build_network(graph: Graph, bias: dict[str, tuple[np.ndarray, np.ndarray]], steps: int,
@@ -436,7 +456,7 @@ def _synapse(graph: Graph, name: str, net: LavaNetwork):
             weight_exp=int(op.weight_exp),
             num_weight_bits=LAVA_WEIGHT_BITS,
             sign_mode=SignMode.MIXED,
-            num_message_bits=0,
+            num_message_bits=message_bits(graph, name),
             name=name,
         )
         port = net.populations[src].s_out
@@ -452,7 +472,7 @@ def _synapse(graph: Graph, name: str, net: LavaNetwork):
             stride=_xy(op.stride),
             dilation=_xy(op.dilation),
             groups=groups,
-            num_message_bits=0,
+            num_message_bits=message_bits(graph, name),
             name=name,
         )
         net.populations[src].s_out.connect(proc.s_in)

@@ -1,17 +1,25 @@
-"""A Lava LIF neuron with reset by subtraction, which Lava 0.10 does not provide, and Lava's LIF
-and this one recording their spikes and v where they compute them (``Recording``) and running
-samples back to back from a fresh state each (``Samples``).
+"""Lava LIF neurons with reset by subtraction and with signed spikes, which Lava 0.10 does not
+provide, and Lava's LIF and these recording their spikes and v where they compute them
+(``Recording``) and running samples back to back from a fresh state each (``Samples``).
 
 ``SubtractiveLIF`` has the Vars and ports of ``lava.proc.lif.process.LIF`` (a_in, s_out, u, v,
 du, dv, bias_mant, bias_exp, vth) with one difference: ``vth`` holds one threshold per neuron
-(shape = the population's shape) instead of one per population.
+(shape = the population's shape) instead of one per population. ``SignedLIF`` (``Reset.SIGNED``)
+has the same, plus ``sent``: per neuron the sum of the spikes it has sent (0 at the start of
+every sample).
 
-Its fixed-point model reuses Lava's own sub-threshold integer code (``AbstractPyLifModelFixed``,
-the base of ``PyLifModelBitAcc``) unchanged; only the reset differs:
+Their fixed-point models reuse Lava's own sub-threshold integer code (``AbstractPyLifModelFixed``,
+the base of ``PyLifModelBitAcc``) unchanged; only the spike and the reset differ. With
+Θ = vth << 6:
 
-    s = v > vth << 6;   v[s] -= vth << 6        (PyLifModelBitAcc: v[s] = 0)
+    SubtractiveLIF:  s = v > Θ;   v[s] -= Θ                         (PyLifModelBitAcc: v[s] = 0)
+    SignedLIF:       s = +1 where v > Θ, −1 where v <= 0 and sent > 0, else 0;
+                     v -= s·Θ;   sent += s;   s_out sends s (int32: −1 / 0 / +1)
 
-Because a spiking neuron has v > vth << 6 >= 0, the subtraction never leaves the 24-bit range.
+Because a neuron spiking +1 has v > Θ >= 0 and one spiking −1 has v <= 0 (and v >= −(2**23 − 1)
+after Lava's clip), neither update leaves the 24-bit range. A synapse reading a SignedLIF must
+treat its spikes as graded payloads (Lava's Dense and Conv with ``num_message_bits`` > 0: they
+then add s·weight; with 0 they would read −1 as a spike of +1).
 Lava's compiler finds the models below because they live in the process's own module.
 
 This module is imported (and re-executed as a top-level module) by Lava's model search, so it
@@ -77,7 +85,8 @@ class Samples:
     ``proc_params["sample_steps"]`` steps each (when given). At the first step of each later
     sample the population starts as a fresh network's would:
 
-    - u = 0 and v = the v it started the first sample with (its ``v_init``);
+    - u = 0 and v = the v it started the first sample with (its ``v_init``); the Vars named in
+      ``zero_each_sample`` = 0 (SignedLIF's ``sent``: a fresh network has sent no spikes);
     - bias_mant / bias_exp = that sample's, from ``proc_params["sample_bias"]`` ((mant, exp), one
       row per sample) where the population takes the host's input, else its own;
     - no synaptic input. Every Dense and Conv delivers at step t what it received at step t − 1
@@ -88,6 +97,9 @@ class Samples:
     ~14 s a sample for a 32×32 MobileNet-V2, twice its 43-step run. The step's arithmetic stays
     Lava's; only the state a new sample starts from is written here."""
 
+    # state besides u that every sample starts at 0 (SignedLIF: the spikes sent so far)
+    zero_each_sample: tuple[str, ...] = ()
+
     def run_spk(self) -> None:
         every = self.proc_params.get("sample_steps")
         self._fresh = False
@@ -97,6 +109,8 @@ class Samples:
             else:
                 sample = (self.time_step - 1) // every
                 self.u[:] = 0
+                for name in self.zero_each_sample:
+                    getattr(self, name)[:] = 0
                 self.v[:] = self._start
                 bias = self.proc_params.get("sample_bias")
                 if bias is not None:
@@ -167,6 +181,78 @@ class PySubtractiveLifModelFloat(AbstractPyLifModelFloat):
 
     def reset_voltage(self, spike_vector: np.ndarray):
         self.v[:] = np.where(spike_vector, self.v - self.vth, self.v)
+
+
+class SignedLIF(AbstractLIF):
+    """Leaky integrate-and-fire neurons with signed spikes (``Reset.SIGNED``): reset by
+    subtraction, and a spike of −1 taking back an earlier one when v has fallen to 0 or below.
+
+    u[t] = u[t-1]·(1 − du) + a_in;   v[t] = v[t-1]·(1 − dv) + u[t] + bias;
+    s[t] = +1 where v[t] > vth, −1 where v[t] <= 0 and sent > 0, else 0;
+    v[t] −= s[t]·vth;   sent += s[t]      (fixed_pt: exact Loihi integers, see module)
+
+    ``vth`` is a scalar or an array of the population's shape; ``sent`` (the sum of the spikes
+    sent so far) starts at 0. s_out carries s: connect it to a Dense or Conv with
+    ``num_message_bits`` > 0.
+    """
+
+    def __init__(self, *, shape, u=0, v=0, du=0, dv=0, bias_mant=0, bias_exp=0, vth=10,
+                 name=None, log_config=None, **kwargs) -> None:
+        super().__init__(shape=shape, u=u, v=v, du=du, dv=dv, bias_mant=bias_mant,
+                         bias_exp=bias_exp, name=name, log_config=log_config, **kwargs)
+        self.vth = Var(shape=tuple(shape), init=vth)
+        self.sent = Var(shape=tuple(shape), init=0)
+
+
+@implements(proc=SignedLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PySignedLifModelBitAcc(Recording, Samples, AbstractPyLifModelFixed):
+    """Bit-accurate model: PyLifModelBitAcc's integer dynamics, signed spikes (see module);
+    records each step (``Recording``: the signed s it sends); samples back to back (``Samples``,
+    ``sent`` = 0 at each sample's start)."""
+
+    # A signed integer payload: −1 must reach the synapses as −1 (Lava's LIF sends bools).
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    sent: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    zero_each_sample = ("sent",)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.effective_vth = 0
+
+    def scale_threshold(self):
+        self.effective_vth = np.left_shift(self.vth.astype(np.int32), self.vth_shift)
+        self.isthrscaled = True
+
+    def spiking_activation(self):
+        up = self.v > self.effective_vth
+        down = (self.v <= 0) & (self.sent > 0)
+        return up.astype(np.int32) - down.astype(np.int32)
+
+    def reset_voltage(self, spike_vector: np.ndarray):
+        self.v[:] = self.v - spike_vector * self.effective_vth
+        self.sent[:] = self.sent + spike_vector
+
+
+@implements(proc=SignedLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySignedLifModelFloat(AbstractPyLifModelFloat):
+    """Float model (like PyLifModelFloat it ignores bias_exp), signed spikes."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    sent: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def spiking_activation(self):
+        return (self.v > self.vth).astype(float) - ((self.v <= 0) & (self.sent > 0)).astype(float)
+
+    def reset_voltage(self, spike_vector: np.ndarray):
+        self.v[:] = self.v - spike_vector * self.vth
+        self.sent[:] = self.sent + spike_vector
 
 
 class RecordedLIF(LIF):

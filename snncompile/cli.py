@@ -179,7 +179,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spikes", choices=["auto", "signed", "binary"], default="auto",
                    help="the converted neurons' spikes: signed = reset by subtraction plus a -1 spike that takes "
                    "back one sent too early (a count per neuron, Loihi 2 graded spikes; MobileNetV2 at T=16: "
-                   "-0.48 instead of -2.18 pp from the ANN on unseen samples); binary = 0/1 spikes, reset by "
+                   "-0.24 instead of -2.18 pp from the ANN on unseen samples); binary = 0/1 spikes, reset by "
                    "subtraction. auto (default): signed for --target loihi2, binary for nir and netx")
     p.add_argument("--calib-iterations", type=_limited(100_000), default=300,
                    help="Adam steps per layer for --calibrate advanced (default 300)")

@@ -313,8 +313,8 @@ def spike_mode(options: Options) -> str:
     brought its v to 0 or below, so its spikes so far follow its charge so far, as the ANN's
     ReLU does, instead of its running maximum. Measured (benchmarks/results/fidelity.md,
     "Signed spikes"): torchvision's MobileNetV2 at T=16 with the default calibration, −2.18 ±
-    0.72 pp from its ANN with binary spikes, −0.48 ± 0.48 with signed ones, on 413 samples no
-    calibration saw."""
+    0.72 pp from its ANN with binary spikes, −0.24 ± 0.24 with signed ones, on 413 samples no
+    calibration saw (agreement with the ANN 97.58 → 99.76 %)."""
     if options.spikes not in SPIKE_MODES:
         raise SnnCompileError(f"--spikes must be one of {', '.join(SPIKE_MODES)}, not '{options.spikes}'")
     if options.target == "netx":

@@ -404,6 +404,11 @@ def data_lines(d: dict) -> list[str]:
     choice = d.get("calib_samples_choice") or {}
     if choice.get("why"):
         lines.append(f"- Calibration samples: {choice['samples']}{_mixups(d)} ({choice['why']}).")
+    spikes = d.get("spikes") or {}
+    if spikes.get("mode"):
+        lines.append(f"- Spikes: {spikes['mode']} (--spikes {spikes['option']}): {spikes['why']}"
+                     + (f"; {spikes['negative_spikes']:,} of {spikes['spikes_sent']:,} spikes sent on the evaluation "
+                        "data were -1" if spikes.get("spikes_sent") and spikes["mode"] == "signed" else "") + ".")
     gate = d.get("fidelity_gate")
     if gate:
         lines.append("- Fidelity gate: " + ("passed" if gate["passed"] else "FAILED: " + "; ".join(gate["failures"]))

@@ -77,3 +77,29 @@ def test_spike_mode_resolves_per_target():
         mode(compiler.Options(target="netx", spikes="signed"))
     with pytest.raises(SnnCompileError, match="--spikes must be one of"):
         mode(compiler.Options(spikes="ternary"))
+
+
+def test_report_says_which_spikes_ran(tmp_path):
+    """report.json ``spikes``, the summary and report.md: signed by default on loihi2 (with the
+    −1 spikes counted), binary on request, and a binary compile sends no −1."""
+    import json
+    from pathlib import Path
+
+    from snncompile.api import load_model
+
+    mlp = load_model(Path(__file__).resolve().parents[2] / "examples" / "digits_mlp.pt2")
+    reports = {}
+    for spikes in ("auto", "binary"):
+        out = tmp_path / spikes
+        compiled = compiler.compile_model(mlp, out, compiler.Options(steps=8, samples=1, progress=False,
+                                                                     calibrate="none", spikes=spikes))
+        reports[spikes] = json.loads((out / "report.json").read_text())["spikes"]
+        summary, md = compiled.report.summary(), (out / "report.md").read_text()
+        if spikes == "auto":
+            assert "spikes: signed (-1 takes back an early spike)" in summary
+            assert "- Spikes: signed (--spikes auto)" in md
+        else:
+            assert "spikes: signed" not in summary and "- Spikes: binary (--spikes binary)" in md
+        assert compiled.report.data["bit_exact"]["mismatches"] == 0
+    assert reports["auto"]["mode"] == "signed" and 0 < reports["auto"]["negative_spikes"] < reports["auto"]["spikes_sent"]
+    assert reports["binary"]["mode"] == "binary" and reports["binary"]["negative_spikes"] == 0

@@ -186,22 +186,12 @@ class SignedLIF(AbstractLIF):
 
 
 @implements(proc=SignedLIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("bit_accurate_loihi", "fixed_pt")
-class PySignedLifModelBitAcc(AbstractPyLifModelFixed):
-    """Bit-accurate model: PyLifModelBitAcc's integer dynamics, signed spikes."""
+class PySignedLifModelBitAcc(PySubtractiveLifModelBitAcc):
+    """Bit-accurate model: PySubtractiveLifModelBitAcc's (tags, types, per-neuron threshold),
+    signed spikes."""
 
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
-    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    implements_process = None  # inherited (SubtractiveLIF); ``implements`` sets ours
     sent: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
-
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        self.effective_vth = 0
-
-    def scale_threshold(self):
-        self.effective_vth = np.left_shift(self.vth.astype(np.int32), self.vth_shift)
-        self.isthrscaled = True
 
     def spiking_activation(self):
         up = self.v > self.effective_vth

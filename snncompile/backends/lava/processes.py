@@ -205,27 +205,16 @@ class SignedLIF(AbstractLIF):
 
 
 @implements(proc=SignedLIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("bit_accurate_loihi", "fixed_pt")
-class PySignedLifModelBitAcc(Recording, Samples, AbstractPyLifModelFixed):
-    """Bit-accurate model: PyLifModelBitAcc's integer dynamics, signed spikes (see module);
-    records each step (``Recording``: the signed s it sends); samples back to back (``Samples``,
-    ``sent`` = 0 at each sample's start)."""
+class PySignedLifModelBitAcc(PySubtractiveLifModelBitAcc):
+    """Bit-accurate model: PySubtractiveLifModelBitAcc (its tags, resources, types, per-neuron
+    threshold, recording and samples) with signed spikes (see module); records the signed s it
+    sends; ``sent`` = 0 at each sample's start (``Samples``)."""
 
-    # A signed integer payload: −1 must reach the synapses as −1 (Lava's LIF sends bools).
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
-    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    implements_process = None  # inherited (SubtractiveLIF); ``implements`` sets ours
+    # s_out is int32 already (inherited): −1 reaches the synapses as −1 (Lava's LIF sends bools)
     sent: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
     zero_each_sample = ("sent",)
-
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        self.effective_vth = 0
-
-    def scale_threshold(self):
-        self.effective_vth = np.left_shift(self.vth.astype(np.int32), self.vth_shift)
-        self.isthrscaled = True
 
     def spiking_activation(self):
         up = self.v > self.effective_vth

@@ -174,14 +174,12 @@ class PySubtractiveLifModelBitAcc(AbstractPyLifModelFixed):
 SIGNED_MESSAGE_BITS = 2
 
 
-class SignedLIF(AbstractLIF):
-    """Leaky integrate-and-fire neurons with signed spikes −1 / 0 / +1 (reset "signed")."""
+class SignedLIF(SubtractiveLIF):
+    """Leaky integrate-and-fire neurons with signed spikes −1 / 0 / +1 (reset "signed"); its own
+    class, as Lava picks a process's models by its exact type."""
 
-    def __init__(self, *, shape, u=0, v=0, du=0, dv=0, bias_mant=0, bias_exp=0, vth=10,
-                 name=None, log_config=None, **kwargs) -> None:
-        super().__init__(shape=shape, u=u, v=v, du=du, dv=dv, bias_mant=bias_mant,
-                         bias_exp=bias_exp, name=name, log_config=log_config, **kwargs)
-        self.vth = Var(shape=tuple(shape), init=vth)
+    def __init__(self, *, shape, **kwargs) -> None:
+        super().__init__(shape=shape, **kwargs)
         self.sent = Var(shape=tuple(shape), init=0)
 
 

@@ -183,7 +183,7 @@ class PySubtractiveLifModelFloat(AbstractPyLifModelFloat):
         self.v[:] = np.where(spike_vector, self.v - self.vth, self.v)
 
 
-class SignedLIF(AbstractLIF):
+class SignedLIF(SubtractiveLIF):
     """Leaky integrate-and-fire neurons with signed spikes (``Reset.SIGNED``): reset by
     subtraction, and a spike of −1 taking back an earlier one when v has fallen to 0 or below.
 
@@ -193,14 +193,11 @@ class SignedLIF(AbstractLIF):
 
     ``vth`` is a scalar or an array of the population's shape; ``sent`` (the sum of the spikes
     sent so far) starts at 0. s_out carries s: connect it to a Dense or Conv with
-    ``num_message_bits`` > 0.
+    ``num_message_bits`` > 0. (Its own class: Lava picks a process's models by its exact type.)
     """
 
-    def __init__(self, *, shape, u=0, v=0, du=0, dv=0, bias_mant=0, bias_exp=0, vth=10,
-                 name=None, log_config=None, **kwargs) -> None:
-        super().__init__(shape=shape, u=u, v=v, du=du, dv=dv, bias_mant=bias_mant,
-                         bias_exp=bias_exp, name=name, log_config=log_config, **kwargs)
-        self.vth = Var(shape=tuple(shape), init=vth)
+    def __init__(self, *, shape, **kwargs) -> None:
+        super().__init__(shape=shape, **kwargs)
         self.sent = Var(shape=tuple(shape), init=0)
 
 
@@ -227,13 +224,11 @@ class PySignedLifModelBitAcc(PySubtractiveLifModelBitAcc):
 
 
 @implements(proc=SignedLIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PySignedLifModelFloat(AbstractPyLifModelFloat):
-    """Float model (like PyLifModelFloat it ignores bias_exp), signed spikes."""
+class PySignedLifModelFloat(PySubtractiveLifModelFloat):
+    """Float model: PySubtractiveLifModelFloat's (its tags, types; it ignores bias_exp), signed
+    spikes."""
 
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    implements_process = None  # inherited (SubtractiveLIF); ``implements`` sets ours
     sent: np.ndarray = LavaPyType(np.ndarray, float)
 
     def spiking_activation(self):

@@ -21,9 +21,14 @@ so the neuron would fire before its input. Such an IF layer's bias is *gated* in
 onto synapses from a clock, a chain of neuron layers (one neuron per pixel, so a 1×1 convolution
 reaches every channel; level 0 has no input and fires every step from step 0, level j fires from
 step j), and the layer's synapses from level d − 1 deliver the bias from step d, exactly when the
-float model starts it. The synapses carry the bias rounded to a multiple of 128 (weight << 6, even
-weights; several synapses where one weight is too small, with an exponent for Dense), the neuron
-keeps the remainder (|r| ≤ 64) and v_init' = v_init − d·r − (later synapses' terms). Measured on
+float model starts it. The synapses carry the bias rounded down to a multiple of 128 (weight << 6,
+even weights; several synapses where one weight is too small, with an exponent for Dense), the
+neuron keeps the remainder 0 ≤ r < 128 and v_init' = v_init − d·r − (later synapses' terms): the
+remainder only lowers v_init, so it never brings it to the threshold. (Rounded to the nearest
+multiple, r could be −64, and d·64 exceeds vth·32 where vth is small and the layer deep:
+MobileNetV2's depthwise layers at T=16, vth 17-20 at depths near 30, left 322 neurons inexact,
+each below θ/2 when its input arrived; fixed point − float SNN −0.84 → −0.65 pp over 1,541
+samples with r ≥ 0, and no neuron inexact.) Measured on
 ResNet-20 at T=8 and 16 (120 test samples): fixed point 40.0 → 58.3 % and 89.2 → 95.0 % against a
 float SNN of 59.2 and 98.3 %; 2,112 clock neurons, no extra core. Neurons where it still cannot be
 exact keep the nearest safe v_init' and are counted (``latency.inexact``). The float simulator
@@ -142,8 +147,9 @@ class CompensateDelay:
         step from depth − 1, so they deliver from step ``depth``, when the input arrives, as the
         float model starts the bias): (the new synapses, the neuron with the residual bias, that
         residual in v units). A synapse adds weight << 6 to v and weights are even, so the synapses
-        carry the bias rounded to a multiple of 128 and the neuron keeps the rest (|r| ≤ 64, which
-        v_init compensates without reaching vth). None when the bias varies within a channel."""
+        carry the bias rounded down to a multiple of 128 and the neuron keeps the rest (0 ≤ r < 128:
+        v_init compensates it by starting lower, never nearer vth). None when the bias varies within
+        a channel."""
         shape = graph.shape(name)
         if len(shape) == 3:
             per_channel = bias[:, :1, :1]
@@ -152,7 +158,7 @@ class CompensateDelay:
             amount = per_channel.reshape(-1)
         else:
             amount = bias.reshape(-1)
-        units = 2 * np.rint(amount / 128).astype(np.int64)  # a_in units, even
+        units = 2 * np.floor(amount / 128).astype(np.int64)  # a_in units, even; rounded down: r ≥ 0
         residual = bias - (units.reshape((-1,) + (1,) * (len(shape) - 1)) << 6)
         mant, bexp, saturated = op.bias_format.encode(residual)
         mant, bexp = (np.broadcast_to(a, shape).astype(np.int64) for a in (mant, bexp))

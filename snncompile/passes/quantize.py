@@ -10,7 +10,13 @@ A spiking neuron's initial potential is scaled by the rounded threshold instead 
 so that the default θ/2 (passes.convert) is exactly vth·32 on the chip.
 
 s is the largest value for which nothing overflows: max|w| within the weight format, vth within
-17 bits, the bias within its mantissa/exponent. A layer fed by the graph input (host-side W·x + b)
+17 bits, the bias within its mantissa/exponent; then, for a spiking layer, the largest s at or below
+it at which θ·s is a whole number (⌊θ·s⌋/θ), so that vth = θ·s exactly. Rounding vth instead scales
+every input of the layer, relative to its threshold, by the same factor for every neuron, up to
+1 + 1/(2·vth): MobileNetV2's depthwise layers have vth 17-20 at T=16, where that is 3 %, a
+systematic error; lowering s by less than 1/vth only makes each weight's own rounding (random in
+sign) as much coarser. Measured with exact bias gating (passes.latency), fixed point − float SNN
+over 1,541 samples, MobileNetV2 at T=16: −0.65 pp with vth rounded, −0.26 pp with vth exact. A layer fed by the graph input (host-side W·x + b)
 gets a BiasEncoder instead, sized so that ``headroom`` × the largest input current seen in the
 calibration data fits the bias format. The readout (an integrator, vth at its maximum, never
 meant to fire) is sized so that T steps of ``headroom`` × the ANN's largest output on the
@@ -168,6 +174,8 @@ class Quantize:
                     peak = self._readout_peak(graph, spiking, bmax)
                     limits.append(t.v_max / (64 * peak * self.steps) if peak else np.inf)
             scale = float(min(limits))
+            if theta is not None and theta * scale >= 1:  # vth = θ·s exactly (module docstring)
+                scale = math.floor(theta * scale * (1 + 1e-12)) / theta
             shape = graph.shape(name)
             info = {"scale": scale, "weight_saturated": 0, "bias_saturated": 0, "threshold_clipped": 0,
                     "v_init_saturated": 0}

@@ -130,6 +130,32 @@ def test_a_negative_bias_that_would_fire_early_arrives_through_a_clock(digits_fl
     assert np.array_equal(run.trace.v[deep][:, 1] - run.trace.v[deep][:, 0], u_in)
 
 
+def test_a_gated_bias_leaves_the_neuron_a_remainder_that_only_lowers_its_start(digits_flat):
+    """The clock's synapses carry the bias rounded *down* to a multiple of 128; the neuron keeps
+    0 ≤ r < 128, so v_init − depth·r never nears the threshold. Here the bias is −(31·128 + 40) and
+    vth is 1 (vth << 6 = 64, v_init 32): rounded to the nearest multiple, r = −40 would need v to
+    start at 72 > 64 (MobileNetV2's depthwise layers at T=16 left 322 neurons inexact that way)."""
+    q, deep = strong_negative_bias(digits_flat)
+    op = q.op(deep)
+    builder = q.edit()
+    builder.replace(deep, dataclasses.replace(
+        op, vth=np.ones_like(op.vth), v_init=np.full(op.v_init.shape, 32),
+        bias_mant=np.full(op.bias_mant.shape, -(31 * 128 + 40)), bias_exp=np.zeros_like(op.bias_exp)), q.inputs(deep))
+    q = builder.build()
+    out = CompensateDelay()(q)
+    info = out.metadata["latency"]
+    assert info["gated"] == op.bias_mant.size and info["inexact"] == 0
+    new = out.op(deep)
+    residual = new.bias_mant.astype(np.int64) << new.bias_exp
+    assert np.all(residual == 88)  # −4008 = −32·128 + 88
+    kicks = [s for s in out.inputs(deep) if s not in q.inputs(deep)]
+    assert np.all(sum(out.op(k).weight.astype(np.int64) << out.op(k).weight_exp for k in kicks) == -64)
+    assert np.all(new.v_init == 32 - 88)
+    run = fixed.simulate(out, digits_flat.test.x[:8], 3, record=True)
+    assert not np.any(run.trace.spikes[deep][:, 0])
+    assert np.all(run.trace.v[deep][:, 0] == 32)  # the uncompensated start, the step before the input
+
+
 @pytest.mark.lava
 def test_a_gated_bias_is_bit_exact_on_lava(digits_flat):
     from snncompile.backends.lava import run_lava

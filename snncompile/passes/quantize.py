@@ -16,8 +16,9 @@ every input of the layer, relative to its threshold, by the same factor for ever
 1 + 1/(2·vth): MobileNetV2's depthwise layers have vth 17-20 at T=16, where that is 3 %, a
 systematic error; lowering s by less than 1/vth only makes each weight's own rounding (random in
 sign) as much coarser. Measured with exact bias gating (passes.latency), fixed point − float SNN
-over 1,541 samples, MobileNetV2 at T=16: −0.65 pp with vth rounded, −0.26 pp with vth exact. A layer fed by the graph input (host-side W·x + b)
-gets a BiasEncoder instead, sized so that ``headroom`` × the largest input current seen in the
+over 1,541 samples, MobileNetV2 at T=16: −0.65 pp with vth rounded, −0.26 pp with vth exact.
+
+A layer fed by the graph input (host-side W·x + b) gets a BiasEncoder instead, sized so that ``headroom`` × the largest input current seen in the
 calibration data fits the bias format. The readout (an integrator, vth at its maximum, never
 meant to fire) is sized so that T steps of ``headroom`` × the ANN's largest output on the
 calibration data fit v (or, without that record, the hard bound T·(Σ|w| + |bias|)·64 of every

@@ -89,17 +89,19 @@ def test_compensated_graph_is_bit_exact_on_lava(digits_flat):
     assert result.mismatches == 0 and result.steps == steps
 
 
-def strong_negative_bias(digits_flat):
+def strong_negative_bias(digits_flat, **fields):
     """The MLP quantized, its depth-1 layer given a bias so negative that v_init − depth·bias
-    would start above the threshold."""
+    would start above the threshold: bias_mant −4000, bias_exp 6, and any other ``fields`` of the
+    LoihiNeuron (scalars, spread over the layer's shape)."""
     x = digits_flat.train.x[:64]
     snn, _ = fixed_graph(make_mlp(), x)
     q = pipeline.run(snn, (pipeline.Quantize(data=x, steps=16),))
     (deep,) = [n for n, op in q.nodes() if isinstance(op, LoihiNeuron) and not op.readout and depths(q)[n] == 1]
     op = q.op(deep)
     builder = q.edit()
-    builder.replace(deep, dataclasses.replace(op, bias_mant=np.full(op.bias_mant.shape, -4000),
-                                              bias_exp=np.full(op.bias_exp.shape, 6)), q.inputs(deep))
+    fields = {k: np.full(op.bias_mant.shape, v, dtype=np.int64)
+              for k, v in {"bias_mant": -4000, "bias_exp": 6, **fields}.items()}
+    builder.replace(deep, dataclasses.replace(op, **fields), q.inputs(deep))
     return builder.build(), deep
 
 
@@ -135,13 +137,8 @@ def test_a_gated_bias_leaves_the_neuron_a_remainder_that_only_lowers_its_start(d
     0 ≤ r < 128, so v_init − depth·r never nears the threshold. Here the bias is −(31·128 + 40) and
     vth is 1 (vth << 6 = 64, v_init 32): rounded to the nearest multiple, r = −40 would need v to
     start at 72 > 64 (MobileNetV2's depthwise layers at T=16 left 322 neurons inexact that way)."""
-    q, deep = strong_negative_bias(digits_flat)
+    q, deep = strong_negative_bias(digits_flat, vth=1, v_init=32, bias_mant=-(31 * 128 + 40), bias_exp=0)
     op = q.op(deep)
-    builder = q.edit()
-    builder.replace(deep, dataclasses.replace(
-        op, vth=np.ones_like(op.vth), v_init=np.full(op.v_init.shape, 32),
-        bias_mant=np.full(op.bias_mant.shape, -(31 * 128 + 40)), bias_exp=np.zeros_like(op.bias_exp)), q.inputs(deep))
-    q = builder.build()
     out = CompensateDelay()(q)
     info = out.metadata["latency"]
     assert info["gated"] == op.bias_mant.size and info["inexact"] == 0
